@@ -1,0 +1,1 @@
+"""ResNeXt training framework: models, data, engine and tools."""

@@ -1,0 +1,191 @@
+"""The typed configuration schema (every key once, with its meaning) and its cross-field validation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration: reported as one line, exit code 2."""
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "resnext"  # family: resnext (ImageNet ResNet/ResNeXt) | cifar_resnext (ResNeXt-29) | wrn
+    depth: int = 50  # resnext: 50/101/152/200; cifar_resnext: 9n+2 (29); wrn: 6n+4 (28)
+    cardinality: int = 32  # C, number of paths = groups of the 3x3 conv (resnext, cifar_resnext)
+    width: int = 4  # d, bottleneck width of one path in the first stage (resnext, cifar_resnext)
+    widen_factor: int = 10  # k, width multiplier of a Wide ResNet (wrn only)
+    dropout: float = 0.0  # dropout between the convs of a wide block (wrn only)
+    num_classes: int = 1000  # classifier outputs; must equal the data set's class count
+    zero_init_last_bn: bool = False  # start every block's last BN gamma at 0
+    shortcut: bool = True  # false: remove all shortcuts (the paper's residual ablation)
+    init_from: str | None = None  # weights file (ours, torchvision or timm layout) to start from
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "imagenet"  # imagenet | cifar10 | cifar100 | digits | synthetic
+    root: str | None = None  # data folder (ImageNet: train/ and val/ class folders; CIFAR: pickle batches)
+    backend: str = "auto"  # ImageNet loader: auto | dali_gpu | dali_cpu | torch (auto: dali_gpu on CUDA)
+    batch_size: int = 256  # global mini-batch over all ranks (split evenly between them)
+    eval_batch_size: int = 0  # global batch for evaluation; 0 = same as batch_size
+    image_size: int = 224  # side of the square training crop
+    val_resize: int = 256  # evaluation: resize the shorter side to this
+    val_crop: int = 224  # evaluation: center crop of this side
+    min_area: float = 0.08  # smallest crop area fraction of the scale augmentation
+    min_aspect: float = 0.75  # smallest crop aspect ratio (the largest is its inverse)
+    color_jitter: float = 0.4  # brightness/contrast/saturation jitter strength; 0 = off
+    lighting: float = 0.1  # std of AlexNet-style PCA lighting noise; 0 = off
+    pad: int = 4  # CIFAR: zero padding before the random 32x32 crop
+    workers: int = 4  # loader threads/processes per rank (DALI threads, DataLoader workers)
+    file_list: str | None = None  # optional "relative/path label" list instead of scanning train/
+    synthetic_train: int = 1024  # synthetic data set: training samples
+    synthetic_val: int = 256  # synthetic data set: validation samples
+    synthetic_size: int = 224  # synthetic data set: image side
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.1  # learning rate for a global batch of ref_batch images (linear scaling rule)
+    ref_batch: int = 256  # batch the base lr is quoted for: lr_used = lr * batch_size / ref_batch
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = True  # Nesterov momentum (the Torch reference's default)
+    weight_decay: float = 1e-4  # L2 weight decay
+    decay_bn_and_bias: bool = True  # false: no weight decay on BN parameters and biases
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    foreach: bool = True  # multi-tensor (foreach) SGD update
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "step"  # step (milestones x gamma) | cosine
+    warmup_epochs: float = 0.0  # linear warmup length, from warmup_start x lr to lr
+    warmup_start: float = 0.0  # lr factor at step 0 of the warmup
+    milestones: list[int] = field(default_factory=lambda: [30, 60, 90])  # step: epochs where lr *= gamma
+    gamma: float = 0.1  # step: lr factor at each milestone
+    final_lr: float = 0.0  # cosine: lr factor reached at the last step
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 100  # training epochs
+    seed: int = 0  # seeds weights, data order and augmentation
+    device: str = "auto"  # auto (cuda if available) | cpu | cuda
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (with loss scaling)
+    channels_last: str = "auto"  # auto (on for CUDA) | true | false: NHWC model and input
+    compile: bool = False  # torch.compile the model
+    sync_bn: bool = False  # SyncBatchNorm across ranks (CUDA only)
+    eval_every: int = 1  # evaluate every N epochs (and always after the last)
+    log_every: int = 50  # steps between metrics.jsonl/TensorBoard step records (the only loss syncs)
+    progress: bool = True  # tqdm progress bar on rank 0
+    checkpoint_every_minutes: float = 0.0  # also save last.pt this often inside an epoch; 0 = epoch ends only
+    max_steps_per_epoch: int = 0  # cap on steps per epoch (quick runs, benchmarks); 0 = full epoch
+    cudnn_benchmark: bool = True  # let cuDNN pick the fastest kernels (CUDA)
+    fail_on_nonfinite: bool = True  # stop at the first non-finite loss (fp16 scale skips excepted)
+
+
+@dataclass
+class PaperConfig:
+    table: str | None = None  # the paper's table or figure this recipe reproduces
+    row: str | None = None  # the row within it
+    top1_err: float | None = None  # the paper's top-1 error (%)
+    top5_err: float | None = None  # the paper's top-5 error (%)
+    params_m: float | None = None  # the paper's parameter count (millions)
+    gflops: float | None = None  # the paper's multiply-adds per image (billions)
+
+
+@dataclass
+class Config:
+    name: str = MISSING  # run name (the recipe's); the run directory is outputs/<name>
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    paper: PaperConfig = field(default_factory=PaperConfig)
+
+
+def register() -> None:
+    """Register the schema as ``base_config`` (conf/config.yaml lists it first in its defaults)."""
+    ConfigStore.instance().store(name="base_config", node=Config)
+
+
+CHOICES = {
+    "model.arch": ("resnext", "cifar_resnext", "wrn"),
+    "data.dataset": ("imagenet", "cifar10", "cifar100", "digits", "synthetic"),
+    "data.backend": ("auto", "dali_gpu", "dali_cpu", "torch", "synthetic"),
+    "schedule.name": ("step", "cosine"),
+    "trainer.device": ("auto", "cpu", "cuda"),
+    "trainer.precision": ("auto", "fp32", "bf16", "fp16"),
+    "trainer.channels_last": ("auto", "true", "false"),
+}
+DATASET_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10}
+
+
+def _get(cfg: DictConfig, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def validate(cfg: DictConfig, world_size: int = 1, cuda: bool = False) -> None:
+    """Check the cross-field rules; raise ConfigError with one line naming the key and what is valid."""
+    for key, choices in CHOICES.items():
+        value = str(_get(cfg, key)).lower()
+        if value not in choices:
+            raise ConfigError(f"{key}={_get(cfg, key)!r} is not valid; choose one of {', '.join(choices)}")
+    m, d, o, s, t = cfg.model, cfg.data, cfg.optim, cfg.schedule, cfg.trainer
+    for key in ("model.cardinality", "model.width", "model.num_classes", "data.batch_size",
+                "trainer.epochs", "optim.ref_batch", "trainer.eval_every", "trainer.log_every"):
+        if _get(cfg, key) < 1:
+            raise ConfigError(f"{key}={_get(cfg, key)} must be >= 1")
+    if d.batch_size % world_size:
+        raise ConfigError(f"data.batch_size={d.batch_size} is the global batch and must be divisible by "
+                          f"the world size {world_size} (e.g. {world_size * max(1, d.batch_size // world_size)})")
+    eval_bs = d.eval_batch_size or d.batch_size
+    if eval_bs % world_size:
+        raise ConfigError(f"data.eval_batch_size={eval_bs} must be divisible by the world size {world_size}")
+    expected = DATASET_CLASSES.get(d.dataset)
+    if expected is not None and m.num_classes != expected:
+        raise ConfigError(f"model.num_classes={m.num_classes} but data.dataset={d.dataset} has {expected} classes")
+    if not 0 < d.min_area <= 1:
+        raise ConfigError(f"data.min_area={d.min_area} must be in (0, 1]")
+    if not 0 < d.min_aspect <= 1:
+        raise ConfigError(f"data.min_aspect={d.min_aspect} must be in (0, 1] (its inverse is the largest)")
+    if d.val_crop > d.val_resize:
+        raise ConfigError(f"data.val_crop={d.val_crop} must be <= data.val_resize={d.val_resize}")
+    if o.lr <= 0 or o.weight_decay < 0 or not 0 <= o.momentum < 1:
+        raise ConfigError(f"optim: need lr > 0, weight_decay >= 0, 0 <= momentum < 1 "
+                          f"(got lr={o.lr}, weight_decay={o.weight_decay}, momentum={o.momentum})")
+    if o.nesterov and o.momentum == 0:
+        raise ConfigError("optim.nesterov=true needs optim.momentum > 0")
+    if not 0 <= o.label_smoothing < 1:
+        raise ConfigError(f"optim.label_smoothing={o.label_smoothing} must be in [0, 1)")
+    if s.warmup_epochs < 0 or s.warmup_epochs >= t.epochs:
+        raise ConfigError(f"schedule.warmup_epochs={s.warmup_epochs} must be in [0, trainer.epochs={t.epochs})")
+    if s.name == "step":
+        ms = list(s.milestones)
+        if ms != sorted(ms) or any(not 0 < e <= t.epochs for e in ms):
+            raise ConfigError(f"schedule.milestones={ms} must be increasing epochs in (0, trainer.epochs={t.epochs}]")
+    device = str(t.device)
+    if device == "cuda" and not cuda:
+        raise ConfigError("trainer.device=cuda but no CUDA device is visible; use trainer.device=cpu or auto")
+    on_cuda = device == "cuda" or (device == "auto" and cuda)
+    if t.precision == "fp16" and not on_cuda:
+        raise ConfigError("trainer.precision=fp16 (loss scaling) needs CUDA; on CPU use bf16 or fp32")
+    if t.sync_bn and not on_cuda:
+        raise ConfigError("trainer.sync_bn=true needs CUDA (PyTorch's SyncBatchNorm runs on GPUs only)")
+    if d.backend == "dali_gpu" and not on_cuda:
+        raise ConfigError("data.backend=dali_gpu needs CUDA; use dali_cpu, torch or auto")
+    if d.dataset == "imagenet" and d.backend != "synthetic" and not d.root:
+        raise ConfigError("data.root is not set; give the ImageNet folder holding train/ and val/ "
+                          "(e.g. data.root=/data/imagenet)")
+    if d.dataset in ("cifar10", "cifar100") and not d.root:
+        raise ConfigError(f"data.root is not set; give the folder holding the {d.dataset} python batches")
+    if t.checkpoint_every_minutes < 0 or t.max_steps_per_epoch < 0:
+        raise ConfigError("trainer.checkpoint_every_minutes and trainer.max_steps_per_epoch must be >= 0")

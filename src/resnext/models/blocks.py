@@ -1,0 +1,163 @@
+"""The ResNeXt bottleneck block in the paper's three equivalent forms (Fig. 3 a, b, c)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def group_width(planes: int, cardinality: int, width: int) -> int:
+    """Channels of the grouped 3x3 conv: C * floor(planes * d / 64) (paper, torchvision, Torch code)."""
+    return cardinality * int(planes * width / 64)
+
+
+def projection(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
+    """Type-B projection shortcut: 1x1 conv + BN (used only where the shape changes)."""
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False),
+        nn.BatchNorm2d(out_ch),
+    )
+
+
+class Bottleneck(nn.Module):
+    """Form (c): 1x1 -> 3x3 grouped (groups = C, carries the stride) -> 1x1, BN after each conv.
+
+    Parameter names follow torchvision's ``Bottleneck`` so that state dicts are interchangeable.
+    With ``shortcut=False`` the block returns ReLU(transformation) alone (the paper's ablation).
+    """
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_ch: int,
+        planes: int,
+        stride: int = 1,
+        cardinality: int = 1,
+        width: int = 64,
+        shortcut: bool = True,
+    ) -> None:
+        super().__init__()
+        mid = group_width(planes, cardinality, width)
+        out_ch = planes * self.expansion
+        self.conv1 = nn.Conv2d(in_ch, mid, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, mid, 3, stride=stride, padding=1, groups=cardinality, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.conv3 = nn.Conv2d(mid, out_ch, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = shortcut
+        needs_proj = shortcut and (stride != 1 or in_ch != out_ch)
+        self.downsample = projection(in_ch, out_ch, stride) if needs_proj else None
+        self.cardinality = cardinality
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.bn3(self.conv3(out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.transform(x)
+        if self.shortcut:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu(out)
+
+
+def _slice_bn(src: nn.BatchNorm2d, lo: int, hi: int) -> nn.BatchNorm2d:
+    """A BatchNorm holding channels [lo, hi) of ``src`` (weights and running statistics)."""
+    bn = nn.BatchNorm2d(hi - lo, eps=src.eps, momentum=src.momentum)
+    with torch.no_grad():
+        bn.weight.copy_(src.weight[lo:hi])
+        bn.bias.copy_(src.bias[lo:hi])
+        bn.running_mean.copy_(src.running_mean[lo:hi])
+        bn.running_var.copy_(src.running_var[lo:hi])
+        bn.num_batches_tracked.copy_(src.num_batches_tracked)
+    return bn
+
+
+def _slice_conv(src: nn.Conv2d, out_lo: int, out_hi: int, in_lo: int | None = None,
+                in_hi: int | None = None, groups_in: bool = False) -> nn.Conv2d:
+    """A dense conv holding output channels [out_lo, out_hi) (and optionally input channels) of ``src``."""
+    w = src.weight[out_lo:out_hi]
+    if not groups_in and in_lo is not None:
+        w = w[:, in_lo:in_hi]
+    conv = nn.Conv2d(w.shape[1], w.shape[0], src.kernel_size, stride=src.stride,
+                     padding=src.padding, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(w)
+    return conv
+
+
+class _Path(nn.Sequential):
+    """One of the C low-dimensional paths: 1x1 -> BN -> ReLU -> 3x3 -> BN -> ReLU (d channels)."""
+
+
+def _paths_from(block: Bottleneck) -> nn.ModuleList:
+    """Split the first two layers of a form-(c) block into its C paths, sharing its weights."""
+    mid = block.conv2.out_channels
+    d = mid // block.cardinality
+    paths = []
+    for i in range(block.cardinality):
+        lo, hi = i * d, (i + 1) * d
+        paths.append(_Path(
+            _slice_conv(block.conv1, lo, hi),
+            _slice_bn(block.bn1, lo, hi),
+            nn.ReLU(inplace=True),
+            # grouped conv: output channels [lo, hi) see only input channels [lo, hi), already d wide
+            _slice_conv(block.conv2, lo, hi, groups_in=True),
+            _slice_bn(block.bn2, lo, hi),
+            nn.ReLU(inplace=True),
+        ))
+    return nn.ModuleList(paths)
+
+
+class _SplitBlock(nn.Module):
+    """Shared shell of forms (a) and (b): C paths, an aggregation, BN, shortcut, ReLU."""
+
+    def __init__(self, block: Bottleneck) -> None:
+        super().__init__()
+        self.paths = _paths_from(block)
+        self.bn3 = _slice_bn(block.bn3, 0, block.bn3.num_features)
+        self.shortcut = block.shortcut
+        self.downsample = None
+        if block.downsample is not None:
+            conv, bn = block.downsample
+            self.downsample = nn.Sequential(_slice_conv(conv, 0, conv.out_channels),
+                                            _slice_bn(bn, 0, bn.num_features))
+        self.relu = nn.ReLU(inplace=True)
+
+    def aggregate(self, outs: list[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn3(self.aggregate([p(x) for p in self.paths]))
+        if self.shortcut:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu(out)
+
+
+class BottleneckA(_SplitBlock):
+    """Form (a): each path ends in its own 1x1 conv to the block's output width; outputs are summed."""
+
+    def __init__(self, block: Bottleneck) -> None:
+        super().__init__(block)
+        d = block.conv2.out_channels // block.cardinality
+        out_ch = block.conv3.out_channels
+        self.ends = nn.ModuleList(
+            _slice_conv(block.conv3, 0, out_ch, i * d, (i + 1) * d) for i in range(block.cardinality)
+        )
+
+    def aggregate(self, outs: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack([end(o) for end, o in zip(self.ends, outs)]).sum(0)
+
+
+class BottleneckB(_SplitBlock):
+    """Form (b): the paths' outputs are concatenated, then one 1x1 conv maps them to the output width."""
+
+    def __init__(self, block: Bottleneck) -> None:
+        super().__init__(block)
+        self.conv3 = _slice_conv(block.conv3, 0, block.conv3.out_channels)
+
+    def aggregate(self, outs: list[torch.Tensor]) -> torch.Tensor:
+        return self.conv3(torch.cat(outs, dim=1))

@@ -1,0 +1,104 @@
+"""CIFAR networks of Table 7: ResNeXt-29 (C x d) and the Wide ResNet 28-10 baseline."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import Bottleneck
+from .imagenet import check_shape, init_weights
+
+
+class CifarResNeXt(nn.Module):
+    """ResNeXt-29 for 32x32 inputs (paper Sec. 5.3): 3x3 conv 64, three stages of bottlenecks, pool, fc.
+
+    Depth is 9n + 2 (n blocks per stage); 29 is the paper's. Base planes 64, 128, 256; stages 2 and 3
+    halve the map in their first block's 3x3 conv. ``C=16, d=64`` is "ResNeXt-29 16x64d".
+    """
+
+    def __init__(
+        self,
+        depth: int = 29,
+        cardinality: int = 16,
+        width: int = 64,
+        num_classes: int = 10,
+        zero_init_last_bn: bool = False,
+        shortcut: bool = True,
+    ) -> None:
+        super().__init__()
+        if depth < 11 or (depth - 2) % 9 != 0:
+            raise ValueError(f"depth must be 9n + 2 with n >= 1 (11, 20, 29, 38, ...), got {depth!r}")
+        check_shape(cardinality, width)
+        n = (depth - 2) // 9
+        self.conv1 = nn.Conv2d(3, 64, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        in_ch = 64
+        for i, planes in enumerate((64, 128, 256)):
+            layers = []
+            for b in range(n):
+                stride = 2 if (i > 0 and b == 0) else 1
+                layers.append(Bottleneck(in_ch, planes, stride, cardinality, width, shortcut))
+                in_ch = planes * Bottleneck.expansion
+            setattr(self, f"layer{i + 1}", nn.Sequential(*layers))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_ch, num_classes)
+        init_weights(self, zero_init_last_bn)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class WideBasic(nn.Module):
+    """Pre-activation wide basic block: BN-ReLU-conv3x3-(dropout)-BN-ReLU-conv3x3, plus shortcut."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, dropout: float) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.relu = nn.ReLU(inplace=False)
+        self.downsample = None
+        if stride != 1 or in_ch != out_ch:
+            self.downsample = nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.relu(self.bn1(x))
+        out = self.conv2(self.relu(self.bn2(self.drop(self.conv1(pre)))))
+        return out + (x if self.downsample is None else self.downsample(pre))
+
+
+class WideResNet(nn.Module):
+    """Wide ResNet-depth-k (Zagoruyko & Komodakis 2016); 28-10 is the 36.5M-parameter baseline of Table 7."""
+
+    def __init__(self, depth: int = 28, widen_factor: int = 10, num_classes: int = 10,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if depth < 10 or (depth - 4) % 6 != 0:
+            raise ValueError(f"depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, ...), got {depth!r}")
+        if not isinstance(widen_factor, int) or widen_factor < 1:
+            raise ValueError(f"widen_factor must be an integer >= 1, got {widen_factor!r}")
+        n = (depth - 4) // 6
+        widths = [16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        in_ch = 16
+        for i, w in enumerate(widths):
+            blocks = []
+            for b in range(n):
+                blocks.append(WideBasic(in_ch, w, 2 if (i > 0 and b == 0) else 1, dropout))
+                in_ch = w
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        self.bn = nn.BatchNorm2d(in_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_ch, num_classes)
+        init_weights(self, zero_init_last_bn=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
+        x = self.relu(self.bn(x))
+        return self.fc(torch.flatten(self.avgpool(x), 1))

@@ -1,0 +1,38 @@
+"""Parameter count and multiply-adds of a model, measured on the meta device (instant at any size)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@dataclass(frozen=True)
+class Complexity:
+    params: int  # number of trainable parameters
+    macs: int  # multiply-adds for one image (the paper's "FLOPs")
+
+    @property
+    def gflops(self) -> float:
+        """Multiply-adds in billions, as the paper reports them."""
+        return self.macs / 1e9
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def measure(build: Callable[[], nn.Module], image_size: int) -> Complexity:
+    """Build the model on the meta device and count params and multiply-adds for one image."""
+    with torch.device("meta"):
+        model = build()
+        x = torch.empty(1, 3, image_size, image_size)
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    # FlopCounterMode counts 2 FLOPs per multiply-add for convolutions and matmuls.
+    return Complexity(params=count_params(model), macs=counter.get_total_flops() // 2)
