@@ -73,5 +73,21 @@ def build_family(arch: str, **kwargs) -> nn.Module:
 
 __all__ = [
     "FAMILIES", "MODELS", "Bottleneck", "BottleneckA", "BottleneckB", "CifarResNeXt", "ResNeXt",
-    "WideResNet", "build_family", "convert_form", "create_model",
+    "WideResNet", "build_family", "build_model", "convert_form", "create_model",
 ]
+
+
+def build_model(cfg) -> nn.Module:
+    """Build the network a model config subtree describes (any mapping with ModelConfig's keys).
+
+    Only the keys that the family takes are passed on; ``init_from`` is applied by the caller.
+    """
+    arch = cfg["arch"]
+    if arch == "wrn":
+        kwargs = dict(depth=cfg["depth"], widen_factor=cfg["widen_factor"],
+                      num_classes=cfg["num_classes"], dropout=cfg["dropout"])
+    else:
+        kwargs = dict(depth=cfg["depth"], cardinality=cfg["cardinality"], width=cfg["width"],
+                      num_classes=cfg["num_classes"], zero_init_last_bn=cfg["zero_init_last_bn"],
+                      shortcut=cfg["shortcut"])
+    return build_family(arch, **kwargs)

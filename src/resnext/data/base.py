@@ -1,0 +1,55 @@
+"""The contract every data source meets: a Loader per split, exact lengths, epoch-seeded order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+
+class DataError(ValueError):
+    """A user mistake in the data (missing/empty folder, unreadable file): one line, exit code 2."""
+
+
+class Loader(Protocol):
+    """Batches for one rank, already on the training device, ready for the model.
+
+    - ``__iter__`` yields ``(images, labels)``: images float (dtype per precision) normalized, NCHW
+      tensors that are channels_last in memory when asked; labels int64; both on the training device.
+    - ``__len__`` is the exact number of batches this rank yields in one epoch. For training every
+      rank yields the same number of full batches (the remainder of the epoch's permutation is
+      dropped); for evaluation the ranks together yield every sample exactly once, no padding.
+    - ``set_epoch(epoch, start_step)`` fixes the order for ``epoch`` as a function of (seed, epoch) and
+      starts at batch ``start_step`` of it (mid-epoch resume).
+    """
+
+    num_samples: int  # samples this rank yields in one epoch
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None: ...
+
+
+@dataclass
+class Loaders:
+    train: Loader  # training batches for this rank
+    val: Loader  # evaluation batches for this rank (exactly-once over ranks)
+    num_classes: int  # classes in the data set
+    train_size: int  # training samples in the whole data set
+    val_size: int  # evaluation samples in the whole data set
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how batches are delivered (from the trainer's device/precision settings)."""
+
+    rank: int  # this process's rank
+    world_size: int  # number of processes
+    device: torch.device  # training device of this rank
+    dtype: torch.dtype  # image dtype (float32, or float16/bfloat16 to halve transfer)
+    channels_last: bool  # deliver NHWC memory format
+    seed: int  # run seed: order and augmentation derive from it
