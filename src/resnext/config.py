@@ -20,7 +20,7 @@ class ModelConfig:
     width: int = 4  # d, bottleneck width of one path in the first stage (resnext, cifar_resnext)
     widen_factor: int = 10  # k, width multiplier of a Wide ResNet (wrn only)
     dropout: float = 0.0  # dropout between the convs of a wide block (wrn only)
-    num_classes: int = 1000  # classifier outputs; must equal the data set's class count
+    num_classes: int = 1000  # classifier outputs; must equal the data set's class count; 0 = from the data
     zero_init_last_bn: bool = False  # start every block's last BN gamma at 0
     shortcut: bool = True  # false: remove all shortcuts (the paper's residual ablation)
     init_from: str | None = None  # weights file (ours, torchvision or timm layout) to start from
@@ -40,7 +40,8 @@ class DataConfig:
     min_aspect: float = 0.75  # smallest crop aspect ratio (the largest is its inverse)
     color_jitter: float = 0.4  # brightness/contrast/saturation jitter strength; 0 = off
     lighting: float = 0.1  # std of AlexNet-style PCA lighting noise; 0 = off
-    pad: int = 4  # CIFAR: zero padding before the random 32x32 crop
+    pad: int = 4  # in-memory sets (CIFAR, digits): zero padding before the random crop
+    flip: bool = True  # random horizontal flip (off for digits, whose mirror images are not digits)
     workers: int = 4  # loader threads/processes per rank (DALI threads, DataLoader workers)
     file_list: str | None = None  # optional "relative/path label" list instead of scanning train/
     synthetic_train: int = 1024  # synthetic data set: training samples
@@ -140,7 +141,9 @@ def validate(cfg: DictConfig, world_size: int = 1, cuda: bool = False) -> None:
         if value not in choices:
             raise ConfigError(f"{key}={_get(cfg, key)!r} is not valid; choose one of {', '.join(choices)}")
     m, d, o, s, t = cfg.model, cfg.data, cfg.optim, cfg.schedule, cfg.trainer
-    for key in ("model.cardinality", "model.width", "model.num_classes", "data.batch_size",
+    if m.num_classes < 0:
+        raise ConfigError(f"model.num_classes={m.num_classes} must be >= 1, or 0 to take the data set's count")
+    for key in ("model.cardinality", "model.width", "data.batch_size",
                 "trainer.epochs", "optim.ref_batch", "trainer.eval_every", "trainer.log_every"):
         if _get(cfg, key) < 1:
             raise ConfigError(f"{key}={_get(cfg, key)} must be >= 1")
@@ -151,7 +154,7 @@ def validate(cfg: DictConfig, world_size: int = 1, cuda: bool = False) -> None:
     if eval_bs % world_size:
         raise ConfigError(f"data.eval_batch_size={eval_bs} must be divisible by the world size {world_size}")
     expected = DATASET_CLASSES.get(d.dataset)
-    if expected is not None and m.num_classes != expected:
+    if expected is not None and m.num_classes not in (0, expected):
         raise ConfigError(f"model.num_classes={m.num_classes} but data.dataset={d.dataset} has {expected} classes")
     if not 0 < d.min_area <= 1:
         raise ConfigError(f"data.min_area={d.min_area} must be in (0, 1]")

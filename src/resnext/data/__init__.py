@@ -1,0 +1,22 @@
+"""Data sources behind one call: build_loaders(cfg.data, placement) picks the source for the data set."""
+
+from __future__ import annotations
+
+from .base import DataError, Loader, Loaders, Placement
+
+__all__ = ["DataError", "Loader", "Loaders", "Placement", "build_loaders"]
+
+
+def build_loaders(cfg, place: Placement, num_classes: int = 1000) -> Loaders:
+    """Loaders for ``cfg.dataset`` (the data config subtree); ``num_classes`` sizes synthetic labels."""
+    if cfg.dataset == "synthetic" or cfg.backend == "synthetic":
+        from .synthetic import build_synthetic
+
+        return build_synthetic(cfg, place, num_classes or 1000)
+    if cfg.dataset in ("cifar10", "cifar100", "digits"):
+        from .cifar import build_memory
+
+        return build_memory(cfg, place)
+    from .imagenet import build_imagenet
+
+    return build_imagenet(cfg, place)

@@ -1,0 +1,94 @@
+"""CIFAR-10/100 (official python pickle batches) and scikit-learn digits, served from device memory."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .base import DataError, Loaders, Placement
+from .memory import MemoryLoader
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+DIGITS_MEAN = (0.5, 0.5, 0.5)
+DIGITS_STD = (0.25, 0.25, 0.25)
+
+# dataset -> (folder inside root, training files, test files, label key)
+LAYOUT = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels"),
+}
+
+
+def _folder(root: Path, dataset: str) -> Path:
+    sub, train_files, _, _ = LAYOUT[dataset]
+    for cand in (root / sub, root):
+        if cand.is_dir() and all((cand / f).is_file() for f in train_files):
+            return cand
+    expected = ", ".join(train_files + LAYOUT[dataset][2])
+    raise DataError(f"data.root={root}: no {dataset} python batches found; expected {sub}/ holding {expected} "
+                    f"(the official 'python version' archive, extracted)")
+
+
+def _read(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+        data = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(d[label_key], dtype=np.int64)
+    except Exception as e:  # any malformed file is a user error about that path
+        raise DataError(f"{path}: not a readable CIFAR python batch ({type(e).__name__}: {e})") from None
+    if len(data) != len(labels):
+        raise DataError(f"{path}: {len(data)} images but {len(labels)} labels")
+    return data, labels
+
+
+def load_cifar(root: str, dataset: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """uint8 train/test images (N, 3, 32, 32) and int64 labels from the official pickle batches."""
+    folder = _folder(Path(root).expanduser(), dataset)
+    _, train_files, test_files, key = LAYOUT[dataset]
+    out = []
+    for files in (train_files, test_files):
+        parts = []
+        for f in files:
+            if not (folder / f).is_file():
+                raise DataError(f"{folder / f}: missing; {dataset} needs {', '.join(train_files + test_files)}")
+            parts.append(_read(folder / f, key))
+        out += [torch.from_numpy(np.concatenate([p[0] for p in parts])),
+                torch.from_numpy(np.concatenate([p[1] for p in parts]))]
+    return out[0], out[1], out[2], out[3]
+
+
+def load_digits(size: int = 32, test_fraction: float = 0.2):
+    """scikit-learn's 1,797 handwritten digits as uint8 RGB size x size images, split deterministically."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    x = torch.from_numpy(d.images).float().unsqueeze(1) / 16.0  # (N, 1, 8, 8) in [0, 1]
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    x = (x.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    y = torch.from_numpy(d.target).long()
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    n_test = int(len(y) * test_fraction)
+    test, train = perm[:n_test], perm[n_test:]
+    return x[train], y[train], x[test], y[test]
+
+
+def build_memory(cfg, place: Placement) -> Loaders:
+    """Loaders for cifar10, cifar100 or digits, the whole set on the training device."""
+    if cfg.dataset == "digits":
+        xtr, ytr, xte, yte = load_digits(cfg.image_size)
+        mean, std, classes = DIGITS_MEAN, DIGITS_STD, 10
+    else:
+        xtr, ytr, xte, yte = load_cifar(cfg.root, cfg.dataset)
+        mean, std, classes = CIFAR_MEAN, CIFAR_STD, 10 if cfg.dataset == "cifar10" else 100
+    w = place.world_size
+    eval_batch = (cfg.eval_batch_size or cfg.batch_size) // w
+    train = MemoryLoader(xtr, ytr, cfg.batch_size // w, place, mean, std, True, cfg.pad, cfg.flip)
+    if len(train) == 0:
+        raise DataError(f"data.batch_size={cfg.batch_size} is larger than the {len(ytr)} training samples")
+    val = MemoryLoader(xte, yte, eval_batch, place, mean, std, False)
+    return Loaders(train, val, classes, len(ytr), len(yte))

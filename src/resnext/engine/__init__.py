@@ -1,0 +1,1 @@
+"""The training engine: distributed setup, precision, the loop, checkpoints, metrics and logs."""

@@ -1,0 +1,45 @@
+"""The one precision path: autocast (bf16/fp16/off) + GradScaler (fp16 only) + memory format."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str  # fp32 | bf16 | fp16
+    device_type: str  # cpu | cuda
+    channels_last: bool  # NHWC model weights and inputs
+
+    @property
+    def amp_dtype(self) -> torch.dtype:
+        return DTYPES[self.name]
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """Images are delivered in fp16 for fp16 training (half the transfer), fp32 otherwise."""
+        return torch.float16 if self.name == "fp16" else torch.float32
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device_type, dtype=self.amp_dtype, enabled=self.name != "fp32")
+
+    def scaler(self) -> torch.amp.GradScaler:
+        # dynamic loss scaling; disabled (a pass-through) for fp32 and bf16
+        return torch.amp.GradScaler(self.device_type, enabled=self.name == "fp16")
+
+
+def resolve(precision: str, channels_last: str, device: torch.device) -> Precision:
+    """Turn the trainer's auto settings into concrete ones: bf16 + channels_last on CUDA, fp32 on CPU."""
+    cuda = device.type == "cuda"
+    name = ("bf16" if cuda else "fp32") if precision == "auto" else precision
+    cl = cuda if str(channels_last) == "auto" else str(channels_last).lower() == "true"
+    return Precision(name, device.type, cl)

@@ -1,0 +1,38 @@
+"""Train a ResNeXt/ResNet/WRN: compose the config (Hydra) -> validate -> build -> fit.
+
+    python train.py +recipe=resnext29_16x64d_cifar10 data.root=/data/cifar10
+    torchrun --nproc_per_node=8 train.py +recipe=resnext50_32x4d_imagenet data.root=/data/imagenet
+    python train.py -m +recipe=resnext29_cifar10_fig7 model.cardinality=1,2,4,8,16
+
+Rerunning the same command resumes from the run directory (outputs/<name> by default).
+Exit codes: 0 done, 2 bad input (one line on stderr), 3 non-finite loss, 75 stopped by a signal
+after saving (requeue me).
+"""
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))  # also works without `pip install -e .`
+
+from resnext.compose import precheck  # noqa: E402
+from resnext.config import register  # noqa: E402
+
+register()
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from resnext.session import run
+
+    code = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    if code:
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    precheck(sys.argv[1:])
+    main()
