@@ -29,17 +29,33 @@ def fail(message: str) -> None:
 
 
 def _explain(exc: Exception, overrides: list[str]) -> str:
-    """One line for a Hydra/OmegaConf composition error."""
+    """One line for a Hydra/OmegaConf composition error, naming the key and what would be valid."""
     for o in overrides:
         key, _, value = o.lstrip("+~").partition("=")
         if key == "recipe" and value not in recipes():
             return f"unknown recipe {value!r}; available recipes: {', '.join(recipes())}"
-    text = " ".join(str(exc).split())
-    cause = exc.__cause__
-    if cause is not None and str(cause):
-        text = " ".join(str(cause).split())
-    text = text.split(" full_key:")[0].split(" Key '")[0] if "full_key" in text else text
-    return text.replace("Could not override", "cannot set").rstrip(".")
+    cause = exc.__cause__ if exc.__cause__ is not None and str(exc.__cause__) else exc
+    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+    head = lines[0] if lines else type(cause).__name__
+    full_key = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:")), None)
+    if head.startswith("Key ") and full_key:
+        from omegaconf import OmegaConf
+
+        from .config import Config
+
+        group = full_key.rsplit(".", 1)[0] if "." in full_key else ""
+        node = OmegaConf.select(OmegaConf.structured(Config), group) if group else OmegaConf.structured(Config)
+        valid = ", ".join(node.keys()) if node is not None and hasattr(node, "keys") else "see --cfg job"
+        return f"unknown key {full_key}; valid keys{' of ' + group if group else ''}: {valid}"
+    if full_key:
+        return f"{full_key}: {head}"
+    if "Available options in" in str(cause):
+        group = head.split("Could not find '")[-1].split("/")[0]
+        opts = [ln for ln in lines[lines.index(next(x for x in lines if x.startswith("Available"))) + 1:]
+                if not ln.startswith(("Config search path", "provider="))]
+        head = head.removeprefix("In 'config': ")
+        return f"{head}; valid {group} options: {', '.join(opts)}"
+    return head.rstrip(".")
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
