@@ -82,7 +82,7 @@ class RunLog:
             rec["time"] = time.time()
         self.file.write(json.dumps(rec) + "\n")
         if kind in ("step", "epoch"):
-            prefix = "train" if kind == "step" else "epoch"
+            prefix = "step" if kind == "step" else "epoch"
             for k, v in fields.items():
                 if k in ("epoch", "step") or not isinstance(v, int | float):
                     continue

@@ -1,0 +1,157 @@
+"""Every recipe composes, validates and builds; validation rules; the schedule and scaling rule are exact."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from resnext.compose import compose_config, expand_sweeps, recipes
+from resnext.config import ConfigError, validate
+from resnext.info import describe
+from resnext.models import build_model
+from resnext.optim import build_optimizer, scaled_lr
+from resnext.schedule import Schedule, lr_at
+
+PAPER_TABLES = {"Table 3", "Table 4", "Table 5", "Table 7", "Fig. 7", "Sec. 5.1 residual ablation"}
+
+
+def test_recipe_set_covers_the_paper():
+    names = set(recipes())
+    for depth in (50, 101):
+        for cd in ("2x40d", "4x24d", "8x14d", "32x4d"):
+            assert f"resnext{depth}_{cd}_imagenet" in names
+        assert f"resnet{depth}_imagenet" in names
+    for n in ("resnet200_imagenet", "resnet101_1x100d_imagenet", "resnext101_2x64d_imagenet",
+              "resnext101_64x4d_imagenet", "resnet50_noshortcut_imagenet", "resnext50_32x4d_noshortcut_imagenet",
+              "resnext101_64x4d_320crop_imagenet", "resnext29_8x64d_cifar10", "resnext29_16x64d_cifar10",
+              "resnext29_8x64d_cifar100", "resnext29_16x64d_cifar100", "wrn28_10_cifar10", "wrn28_10_cifar100",
+              "resnext29_cifar10_fig7"):
+        assert n in names
+
+
+@pytest.mark.parametrize("name", recipes())
+def test_recipe_composes_validates_builds(name):
+    cfg = compose_config([f"+recipe={name}", "data.root=/data"])
+    assert cfg.name == name
+    validate(cfg, world_size=8, cuda=True)  # recipes target 8-GPU nodes
+    m = OmegaConf.to_container(cfg.model)
+    m["num_classes"] = m["num_classes"] or 1000
+    with torch.device("meta"):
+        model = build_model(m)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    if cfg.paper.table in PAPER_TABLES - {"Fig. 7"}:
+        assert cfg.paper.top1_err is not None
+
+
+@pytest.mark.parametrize("name,params,gflops", [
+    ("resnet50_imagenet", 25.5, 4.1), ("resnext50_32x4d_imagenet", 25.0, 4.2),
+    ("resnext29_8x64d_cifar10", 34.4, None), ("resnext29_16x64d_cifar10", 68.1, None),
+    ("wrn28_10_cifar10", 36.5, None),
+])
+def test_info_matches_paper(name, params, gflops):
+    cfg = compose_config([f"+recipe={name}"])
+    cx, lines = describe(cfg)
+    assert cfg.paper.params_m == params
+    assert abs(cx.params / 1e6 - params) < 0.06  # the paper truncates 68.155M to 68.1M
+    if gflops is not None:
+        assert abs(cx.gflops - gflops) < 0.05
+    assert any(line.startswith("params") and f"paper: {params}M" in line for line in lines)
+
+
+def test_recipe_overrides_and_cifar_hparams():
+    cfg = compose_config(["+recipe=resnext29_16x64d_cifar10", "optim.lr=0.2", "trainer.epochs=10",
+                          "schedule.milestones=[5,8]"])
+    assert (cfg.model.cardinality, cfg.model.width, cfg.optim.lr, cfg.trainer.epochs) == (16, 64, 0.2, 10)
+    base = compose_config(["+recipe=resnext29_16x64d_cifar10"])
+    assert (base.optim.weight_decay, base.optim.nesterov, base.data.batch_size) == (5e-4, True, 128)
+    assert list(base.schedule.milestones) == [150, 225] and base.trainer.epochs == 300
+
+
+def test_sweep_expansion():
+    combos = expand_sweeps(["+recipe=resnext29_cifar10_fig7", "model.cardinality=1,2,4", "hydra.run.dir=x"])
+    assert [c[1] for c in combos] == ["model.cardinality=1", "model.cardinality=2", "model.cardinality=4"]
+    assert all(len(c) == 2 for c in combos)
+
+
+@pytest.mark.parametrize("overrides,world,cuda,key", [
+    (["data.batch_size=100"], 8, True, "data.batch_size"),
+    (["trainer.precision=fp16"], 1, False, "trainer.precision"),
+    (["schedule.milestones=[30,200]"], 1, True, "schedule.milestones"),
+    (["schedule.warmup_epochs=200"], 1, True, "schedule.warmup_epochs"),
+    (["model.cardinality=0"], 1, True, "model.cardinality"),
+    (["trainer.sync_bn=true"], 2, False, "trainer.sync_bn"),
+    (["data.backend=dali_gpu"], 1, False, "data.backend"),
+    (["data.root=null"], 1, True, "data.root"),
+    (["model.num_classes=100"], 1, True, "model.num_classes"),
+    (["trainer.precision=half"], 1, True, "trainer.precision"),
+])
+def test_validation_names_the_key(overrides, world, cuda, key):
+    recipe = "+recipe=resnext29_8x64d_cifar10" if key == "model.num_classes" else "+recipe=resnext50_32x4d_imagenet"
+    cfg = compose_config([recipe, "data.root=/d", *overrides])
+    with pytest.raises(ConfigError) as e:
+        validate(cfg, world, cuda)
+    assert str(e.value).startswith(key) or key in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_recipe_and_key_are_config_errors():
+    with pytest.raises(ConfigError, match="available recipes: .*resnext50_32x4d_imagenet"):
+        compose_config(["+recipe=resnext50_imagenet_typo"])
+    with pytest.raises(ConfigError, match="unknown key optim.lrr; valid keys of optim: lr"):
+        compose_config(["optim.lrr=0.1"])
+    with pytest.raises(ConfigError, match="trainer.epochs"):
+        compose_config(["trainer.epochs=ten"])
+
+
+def test_linear_scaling_rule_exact():
+    assert scaled_lr(0.1, 256, 256) == 0.1
+    assert scaled_lr(0.1, 1024, 256) == 0.4
+    assert scaled_lr(0.1, 64, 128) == 0.05
+    cfg = compose_config(["+recipe=resnext29_16x64d_cifar10", "data.batch_size=64"])
+    model = torch.nn.Linear(2, 2)
+    opt = build_optimizer(cfg.optim, model, cfg.data.batch_size)
+    assert opt.param_groups[0]["lr"] == 0.05  # the official README: batch 64 -> lr 0.05
+    assert opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
+
+
+def test_step_schedule_exact_at_warmup_and_milestones():
+    s = Schedule("step", steps_per_epoch=100, epochs=100, warmup_epochs=5, warmup_start=0.1,
+                 milestones=(30, 60, 90), gamma=0.1)
+    assert lr_at(s, 0.4, 0) == pytest.approx(0.04, abs=0, rel=1e-15)
+    assert lr_at(s, 0.4, 250) == pytest.approx(0.4 * (0.1 + 0.9 * 0.5), rel=1e-15)
+    assert lr_at(s, 0.4, 500) == 0.4  # warmup over
+    assert lr_at(s, 0.4, 2999) == 0.4
+    assert lr_at(s, 0.4, 3000) == pytest.approx(0.04, rel=1e-15)
+    assert lr_at(s, 0.4, 5999) == pytest.approx(0.04, rel=1e-15)
+    assert lr_at(s, 0.4, 6000) == pytest.approx(0.004, rel=1e-12)
+    assert lr_at(s, 0.4, 9000) == pytest.approx(0.0004, rel=1e-12)
+
+
+def test_cosine_schedule_nvidia_recipe():
+    cfg = compose_config(["+recipe=resnext101_32x4d_nvidia", "data.root=/d"])
+    validate(cfg, world_size=8, cuda=True)
+    spe = 1251  # 1,281,167 images / 1024
+    s = Schedule.from_config(cfg.schedule, spe, cfg.trainer.epochs)
+    base = scaled_lr(cfg.optim.lr, cfg.data.batch_size, cfg.optim.ref_batch)
+    assert base == pytest.approx(1.024)
+    assert lr_at(s, base, 0) == 0.0  # epoch 0 starts the warmup
+    assert lr_at(s, base, 8 * spe) == pytest.approx(base)  # epoch 8: warmup done, full lr
+    for epoch in (45, 89):
+        progress = (epoch - 8) / (90 - 8)
+        assert lr_at(s, base, epoch * spe) == pytest.approx(base * 0.5 * (1 + math.cos(math.pi * progress)))
+    assert cfg.optim.momentum == 0.875 and cfg.optim.weight_decay == 6.103515625e-05
+    assert cfg.optim.label_smoothing == 0.1 and not cfg.optim.decay_bn_and_bias
+
+
+def test_no_weight_decay_on_bn_and_bias():
+    cfg = compose_config(["+recipe=resnext101_32x4d_nvidia", "data.root=/d"])
+    model = build_model(dict(arch="cifar_resnext", depth=11, cardinality=2, width=4, num_classes=10,
+                             zero_init_last_bn=False, shortcut=True))
+    opt = build_optimizer(cfg.optim, model, 256)
+    decay, no_decay = opt.param_groups
+    assert no_decay["weight_decay"] == 0 and decay["weight_decay"] == cfg.optim.weight_decay
+    assert all(p.dim() > 1 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))

@@ -1,0 +1,140 @@
+"""In-memory sources (CIFAR pickles, digits): exact sharding, epoch order, crops and flips, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from cifar_helpers import write_cifar10, write_cifar100
+from omegaconf import OmegaConf
+
+from resnext.config import DataConfig
+from resnext.data import DataError, Placement, build_loaders
+from resnext.data.cifar import load_cifar, load_digits
+from resnext.data.memory import MemoryLoader
+
+
+def place(rank=0, world=1, seed=0, channels_last=False):
+    return Placement(rank, world, torch.device("cpu"), torch.float32, channels_last, seed)
+
+
+def data_cfg(**kw):
+    cfg = OmegaConf.structured(DataConfig)
+    cfg.merge_with(kw)
+    return cfg
+
+
+def ids_loader(n, batch, p, train=True, pad=0, flip=False):
+    """Images whose pixel values encode the sample index (so an output tells which sample it is)."""
+    imgs = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 4, 4).contiguous()
+    return MemoryLoader(imgs, torch.arange(n), batch, p, (0, 0, 0), (1 / 255,) * 3, train, pad, flip)
+
+
+def test_cifar10_and_100_pickles_load(tmp_path):
+    write_cifar10(tmp_path, 50, 13)
+    xtr, ytr, xte, yte = load_cifar(str(tmp_path), "cifar10")
+    assert xtr.shape == (50, 3, 32, 32) and xte.shape == (13, 3, 32, 32) and xtr.dtype == torch.uint8
+    assert torch.equal(xtr[:, 0, 0, 0].long(), ytr * 25)
+    write_cifar100(tmp_path, 20, 7)
+    x, y, xt, yt = load_cifar(str(tmp_path / "cifar-100-python"), "cifar100")  # folder itself works too
+    assert len(y) == 20 and len(yt) == 7
+
+
+def test_missing_or_malformed_cifar_root_is_one_line(tmp_path):
+    with pytest.raises(DataError, match="data_batch_1.*test_batch") as e:
+        load_cifar(str(tmp_path), "cifar10")
+    assert "\n" not in str(e.value)
+    write_cifar10(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match="test_batch: not a readable CIFAR python batch"):
+        load_cifar(str(tmp_path), "cifar10")
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_train_epoch_visits_each_sample_once_over_ranks(world):
+    n, batch = 50, 4
+    seen = []
+    for r in range(world):
+        ld = ids_loader(n, batch, place(r, world))
+        ld.set_epoch(3)
+        for x, y in ld:
+            assert torch.equal(x[:, 0, 0, 0].long(), y)  # image and label travel together
+            seen += y.tolist()
+        assert len(ld) == n // (batch * world) and ld.num_samples == len(ld) * batch
+    assert len(seen) == len(set(seen)) == (n // (batch * world)) * batch * world
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_eval_counts_each_sample_exactly_once(world):
+    n = 37
+    seen = []
+    for r in range(world):
+        ld = ids_loader(n, 5, place(r, world), train=False)
+        got = [y for _, ys in ld for y in ys.tolist()]
+        assert len(got) == ld.num_samples
+        seen += got
+    assert sorted(seen) == list(range(n))
+
+
+def test_order_new_each_epoch_same_for_same_seed_and_resumable():
+    def order(seed, epoch, start=0):
+        ld = ids_loader(40, 4, place(seed=seed))
+        ld.set_epoch(epoch, start)
+        return [y for _, ys in ld for y in ys.tolist()]
+
+    assert order(0, 1) == order(0, 1)
+    assert order(0, 1) != order(0, 2)
+    assert order(0, 1) != order(1, 1)
+    assert order(0, 1, start=3) == order(0, 1)[12:]
+
+
+def test_crop_and_flip_are_the_paper_augmentation_and_resumable():
+    # a 32x32 image whose pixel (y, x) holds x in channel 0 and y in channel 1
+    n, size, pad = 64, 8, 4
+    xs = torch.arange(size).view(1, size).expand(size, size)
+    img = torch.stack([xs + 10, xs.t() + 10, torch.zeros(size, size, dtype=torch.long)]).to(torch.uint8)
+    imgs = img.unsqueeze(0).expand(n, -1, -1, -1).contiguous()
+    ld = MemoryLoader(imgs, torch.zeros(n, dtype=torch.long), n, place(), (0, 0, 0), (1 / 255,) * 3,
+                      True, pad, True)
+    ld.set_epoch(0)
+    x, _ = next(iter(ld))
+    offsets, mirrored = set(), 0
+    for im in x.round().long():
+        col, row = im[0], im[1]
+        inside = col > 0  # zero padding carries 0; real pixels carry >= 10
+        first = (col[inside].view(-1)[0] - 10).item()
+        rowv = row[inside]
+        # within a row, columns step by +1 (plain) or -1 (mirrored)
+        r0 = col[inside.any(1)][0]
+        r0 = r0[r0 > 0]
+        step = (r0[1] - r0[0]).item() if len(r0) > 1 else 1
+        mirrored += step == -1
+        assert rowv.min() >= 10 and rowv.max() <= 10 + size - 1
+        offsets.add(first)
+        assert x.shape[-2:] == (size, size)
+    assert 16 <= mirrored <= 48  # about half of 64
+    assert len(offsets) > 3  # crops move
+    ld2 = MemoryLoader(imgs, torch.zeros(n, dtype=torch.long), n, place(), (0, 0, 0), (1 / 255,) * 3, True, pad, True)
+    ld2.set_epoch(0)
+    assert torch.equal(next(iter(ld2))[0], x)  # the same (seed, epoch, step) gives the same batch
+
+
+def test_channels_last_and_dtype_delivery():
+    ld = ids_loader(8, 4, Placement(0, 1, torch.device("cpu"), torch.bfloat16, True, 0), pad=1, flip=True)
+    x, y = next(iter(ld))
+    assert x.dtype == torch.bfloat16 and x.is_contiguous(memory_format=torch.channels_last)
+    assert y.dtype == torch.int64
+
+
+def test_build_loaders_digits_real_data():
+    ld = build_loaders(data_cfg(dataset="digits", batch_size=64, image_size=32, flip=False), place(0, 2))
+    assert (ld.train_size, ld.val_size, ld.num_classes) == (1438, 359, 10)
+    x, y = next(iter(ld.train))
+    assert x.shape == (32, 3, 32, 32) and y.max() < 10
+    xtr, ytr, xte, yte = load_digits()
+    assert not set(map(tuple, xte.flatten(1)[:50].tolist())) & set(map(tuple, xtr.flatten(1)[:2000].tolist()))
+
+
+def test_batch_larger_than_set_is_a_data_error(tmp_path):
+    write_cifar10(tmp_path, 20, 5)
+    with pytest.raises(DataError, match="larger than the 20 training samples"):
+        build_loaders(data_cfg(dataset="cifar10", root=str(tmp_path), batch_size=64), place())

@@ -1,0 +1,123 @@
+"""End-to-end CPU training: resume, metrics/TensorBoard files, one-line errors that change nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+
+import pytest
+import torch
+from cifar_helpers import write_cifar10
+from runs import PY, ROOT, env, records, train, weights
+
+
+def snapshot(d):
+    return {p.relative_to(d): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("run") / "r"
+    res = train(d, "trainer.epochs=2", "trainer.max_steps_per_epoch=3")
+    assert res.returncode == 0, res.stderr
+    return d
+
+
+def test_run_dir_contents(finished_run):
+    d = finished_run
+    assert (d / "config.yaml").is_file() and (d / "checkpoints" / "last.pt").is_file()
+    assert (d / "checkpoints" / "best.pt").is_file() and list((d / "tb").glob("events.*"))
+    steps = [r["step"] for r in records(d, "step")]
+    assert steps == list(range(1, 7))
+    ep = records(d, "epoch")
+    assert [r["epoch"] for r in ep] == [0, 1] and all("val_top1_err" in r for r in ep)
+    assert records(d, "end")[-1]["status"] == "finished"
+    cfg = (d / "config.yaml").read_text()
+    assert "cardinality: 2" in cfg and "${" not in cfg  # resolved
+
+
+def test_tensorboard_scalars_and_hparams_read_back(finished_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = EventAccumulator(str(finished_run / "tb"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    for tag in ("step/loss", "step/lr", "step/images_per_s", "val/top1_err", "train/top1_err", "train/loss"):
+        assert tag in tags, tags
+    losses = [e.value for e in acc.Scalars("step/loss")]
+    assert losses == pytest.approx([r["loss"] for r in records(finished_run, "step")], rel=1e-6)
+    assert [e.step for e in acc.Scalars("val/top1_err")] == [3, 6]
+    # HParams: the session-start summary holds the hyper-parameters
+    content = acc.PluginTagToContent("hparams")
+    assert content, "no hparams plugin data"
+    found = {}
+    for raw in content.values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(raw)
+        if data.HasField("session_start_info"):
+            found = {k: v for k, v in data.session_start_info.hparams.items()}
+    assert found["model.cardinality"].number_value == 2
+    assert found["optim.nesterov"].number_value == 1  # torch stores bools as numbers
+    assert found["data.dataset"].string_value == "digits"
+
+
+def test_resume_after_epoch_equals_uninterrupted(finished_run, tmp_path):
+    d = tmp_path / "resumed"
+    first = train(d, "trainer.epochs=1", "trainer.max_steps_per_epoch=3")
+    assert first.returncode == 0, first.stderr
+    opt_after_1 = torch.load(d / "checkpoints" / "last.pt", weights_only=True)["optimizer"]
+    second = train(d, "trainer.epochs=2", "trainer.max_steps_per_epoch=3")
+    assert second.returncode == 0, second.stderr
+    assert "resuming at epoch 2, step 3" in second.stdout
+    # same weights as the run that went straight through 2 epochs
+    a, b = weights(finished_run), weights(d)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [r["step"] for r in records(d, "step")]
+    assert steps == list(range(1, 7))  # no duplicated steps
+    ref = {r["step"]: r for r in records(finished_run, "step")}
+    for r in records(d, "step"):
+        assert r["loss"] == ref[r["step"]]["loss"] and r["lr"] == ref[r["step"]]["lr"]
+    assert [r["lr"] for r in records(d, "step")][3] == pytest.approx(0.1 * 32 / 128 * 0.1)  # milestone at epoch 1
+    assert len(opt_after_1["state"]) > 0  # momentum buffers were saved and carried over
+
+
+def test_bad_input_one_line_exit_2_and_run_dir_untouched(finished_run, tmp_path):
+    before = snapshot(finished_run)
+    write_cifar10(tmp_path / "cifar_ok", 20, 5)
+    cases = [
+        (["+recipe=resnext99_imagenet"], {}, "unknown recipe 'resnext99_imagenet'; available recipes:"),
+        (["+recipe=resnext29_demo_digits", "model.cardnality=4"], {}, "unknown key model.cardnality"),
+        (["+recipe=resnext29_demo_digits", "trainer.epochs=two"], {}, "trainer.epochs"),
+        (["+recipe=resnext29_demo_digits", "data.batch_size=64"], {"WORLD_SIZE": "3"}, "data.batch_size=64"),
+        (["+recipe=resnext29_8x64d_cifar10", f"data.root={tmp_path / 'nowhere'}", "trainer.device=cpu"], {},
+         "no cifar10 python batches found"),
+        (["+recipe=resnext29_demo_digits", "model.depth=30"], {}, "model.depth must be 9n + 2"),
+    ]
+    for args, extra, expect in cases:
+        res = subprocess.run([PY, str(ROOT / "train.py"), *args, f"hydra.run.dir={finished_run}"],
+                             capture_output=True, text=True, env=env(**extra), timeout=120)
+        assert res.returncode == 2, (args, res.stderr)
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and expect in lines[0], (args, res.stderr)
+        assert "Traceback" not in res.stderr
+    assert snapshot(finished_run) == before
+
+
+def test_resume_into_other_architecture_refused(finished_run, tmp_path):
+    import shutil
+
+    d = tmp_path / "copy"
+    shutil.copytree(finished_run, d)
+    before = snapshot(d)
+    res = train(d, "trainer.epochs=3", "trainer.max_steps_per_epoch=3", "model.cardinality=4")
+    assert res.returncode == 2
+    assert "checkpoint is for model" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert snapshot(d) == before
+
+
+def test_train_from_another_directory(tmp_path):
+    res = train(tmp_path / "elsewhere", "trainer.epochs=1", "trainer.max_steps_per_epoch=1", "trainer.eval_every=5",
+                cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "elsewhere" / "checkpoints" / "last.pt").exists()
