@@ -121,6 +121,7 @@ class Fit:
         self.scaler = precision.scaler()
         self.criterion = nn.CrossEntropyLoss(label_smoothing=opts.label_smoothing)
         self.state = Progress()
+        self.last_val: dict | None = None  # the latest evaluation of this start
         self.meter = Meter(world.device)
         self.ckpt_dir = run_dir / "checkpoints"
         self.steps_per_epoch = schedule.steps_per_epoch
@@ -260,6 +261,7 @@ class Fit:
         is_best = False
         if (s.epoch + 1) % self.o.eval_every == 0 or last:
             val = evaluate(self.raw, self.loaders.val, self.precision)
+            self.last_val = val
             rec.update(val_loss=val["loss"], val_top1_err=val["top1_err"], val_top5_err=val["top5_err"])
             is_best = s.best_top1 is None or val["top1_err"] < s.best_top1
             if is_best:
@@ -304,6 +306,7 @@ class Fit:
         self.log.record("end", status=status, step=s.global_step, best_val_top1_err=s.best_top1)
         if status == "finished":
             self.log.hparams(self.o.hparams, {"best_val_top1_err": s.best_top1 or float("nan")})
-            if s.best_top1 is not None:
-                self.log.print(f"done: best val top-1 error {s.best_top1:.2f}%")
+            if self.last_val is not None:
+                self.log.print(f"done: final test top-1 error {self.last_val['top1_err']:.2f}%, "
+                               f"top-5 {self.last_val['top5_err']:.2f}% (best top-1 {s.best_top1:.2f}%)")
         return code

@@ -1,0 +1,24 @@
+"""`make demo` learns: a small ResNeXt-29 on the real digits data reaches under 5% test error."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+from runs import ROOT, env, records
+
+
+@pytest.mark.slow
+def test_make_demo_reaches_under_5_percent(tmp_path):
+    res = subprocess.run(["make", "-s", "demo", f"ARGS=hydra.run.dir={tmp_path / 'demo'}"], cwd=ROOT,
+                         capture_output=True, text=True, env=env(OMP_NUM_THREADS="2"), timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    m = re.search(r"final test top-1 error ([\d.]+)%", res.stdout)
+    assert m, res.stdout[-2000:]
+    err = float(m.group(1))
+    assert err < 5.0
+    assert "it/s" in res.stderr or "s/it" in res.stderr  # the progress bar was shown
+    final = records(tmp_path / "demo", "epoch")[-1]
+    assert final["val_top1_err"] == pytest.approx(err, abs=0.006)
+    assert final["epoch"] == 11
