@@ -1,0 +1,62 @@
+"""`bench e2e`: real end-to-end training throughput (data + step) against synthetic data, same model."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from .common import environment, interleaved, table
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("overrides", nargs="*", help="train.py overrides, e.g. +recipe=resnext29_demo_digits")
+    p.add_argument("--steps", type=int, default=10, help="steps per timed repeat")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
+
+
+def _fit(overrides: list[str], steps: int):
+    from ..compose import compose_config
+    from ..config import validate
+    from ..engine.dist import init_world
+    from ..session import build
+
+    cfg = compose_config([*overrides, "trainer.progress=false", f"trainer.log_every={steps}",
+                          f"trainer.max_steps_per_epoch={steps}"])
+    world = init_world(cfg.trainer.device)
+    validate(cfg, world.world_size, world.device.type == "cuda")
+    return build(cfg, world, Path(tempfile.mkdtemp(prefix="bench-e2e-")))[0], cfg
+
+
+def run(args) -> dict:
+    from ..engine.loop import StopFlag
+
+    real, cfg = _fit(args.overrides, args.steps)
+    n = cfg.data.batch_size * args.steps
+    size = cfg.data.image_size
+    synth, _ = _fit([*args.overrides, "data.dataset=synthetic", "data.backend=synthetic",
+                     f"data.synthetic_size={size}", f"data.synthetic_train={n}",
+                     f"data.synthetic_val={cfg.data.batch_size}",
+                     f"model.num_classes={real.raw.fc.out_features}"], args.steps)
+    synth.raw.load_state_dict(real.raw.state_dict())
+    stop = StopFlag()
+    epochs = {"real": 0}
+
+    def go(fit, key):
+        def run_once() -> int:
+            fit.state.step_in_epoch = 0
+            if key == "real":  # a fresh part of the data each time, as in training
+                epochs["real"] += 1
+                fit.state.epoch = epochs["real"]
+            fit.train_epoch(stop)
+            return n
+        return run_once
+
+    res = interleaved({"end-to-end": go(real, "real"), "synthetic": go(synth, "synth")}, real.world.device,
+                      args.repeats)
+    base = res["synthetic"]["images_per_s"]
+    rows = [{"input": k, "images_per_s": v["images_per_s"], "ratio": v["images_per_s"] / base} for k, v in res.items()]
+    return {"rows": rows, "settings": vars(args) | {"environment": environment(real.world.device),
+                                                     "dataset": cfg.data.dataset, "backend": cfg.data.backend},
+            "table": table(rows, [("input", "input", ""), ("images_per_s", "images/s", ".1f"),
+                                  ("ratio", "vs synthetic", ".3f")])}

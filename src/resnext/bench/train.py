@@ -1,0 +1,154 @@
+"""`bench train`: our engine's training step against a minimal hand-written loop, same model and batch."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models.resnet import Bottleneck as TVBottleneck
+from torchvision.models.resnet import ResNet as TVResNet
+
+from ..models import MODELS, CifarResNeXt, ResNeXt, WideResNet
+from ..models.complexity import measure
+from ..models.imagenet import STAGES
+from .common import environment, interleaved, peak_flops, table
+
+FAMILY = {ResNeXt: "resnext", CifarResNeXt: "cifar_resnext", WideResNet: "wrn"}
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="resnext50_32x4d", choices=sorted(MODELS), help="named model")
+    p.add_argument("--batch", type=int, default=256, help="images per step")
+    p.add_argument("--size", type=int, default=0, help="image side (default 224, CIFAR models 32)")
+    p.add_argument("--classes", type=int, default=1000, help="classifier size")
+    p.add_argument("--precision", default="bf16", help="comma list of fp32,bf16,fp16")
+    p.add_argument("--memory-format", default="channels_last", help="comma list of nchw,channels_last")
+    p.add_argument("--compile", default="eager", help="comma list of eager,compile")
+    p.add_argument("--steps", type=int, default=10, help="steps per timed repeat")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+
+
+def model_overrides(name: str, classes: int) -> tuple[list[str], str]:
+    """Config overrides describing the named model, and its family."""
+    builder = MODELS[name]
+    fam = FAMILY[builder.func]
+    kw = builder.keywords
+    ov = [f"model={fam}", f"model.depth={kw['depth']}", f"model.num_classes={classes}"]
+    if fam == "wrn":
+        ov.append(f"model.widen_factor={kw['widen_factor']}")
+    else:
+        ov += [f"model.cardinality={kw['cardinality']}", f"model.width={kw['width']}"]
+    return ov, fam
+
+
+def reference_model(name: str, classes: int) -> nn.Module:
+    """torchvision's definition of the same ImageNet network (ours for CIFAR nets, which it lacks)."""
+    builder = MODELS[name]
+    kw = builder.keywords
+    if builder.func is ResNeXt:
+        return TVResNet(TVBottleneck, list(STAGES[kw["depth"]]), num_classes=classes,
+                        groups=kw["cardinality"], width_per_group=kw["width"])
+    return builder(num_classes=classes)
+
+
+def build_engine(args, name: str, precision: str, channels_last: bool, compiled: bool, device: str, size: int):
+    """Our Fit over synthetic data, exactly as train.py builds it."""
+    from ..compose import compose_config
+    from ..engine.dist import init_world
+    from ..session import build
+
+    ov, _ = model_overrides(name, args.classes)
+    cfg = compose_config(ov + [
+        "data=synthetic", f"data.batch_size={args.batch}", f"data.synthetic_size={size}",
+        f"data.synthetic_train={args.batch * args.steps}", f"data.synthetic_val={args.batch}",
+        f"trainer.precision={precision}", f"trainer.channels_last={str(channels_last).lower()}",
+        f"trainer.compile={str(compiled).lower()}", "trainer.progress=false", f"trainer.log_every={args.steps}",
+        f"trainer.device={device}", f"trainer.max_steps_per_epoch={args.steps}", "trainer.epochs=1000",
+        "schedule.milestones=[]"])
+    world = init_world(device)
+    fit, _ = build(cfg, world, Path(tempfile.mkdtemp(prefix="bench-")))
+    return fit
+
+
+def reference_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str, device: torch.device,
+                   steps: int, lr: float):
+    """What a user writes by hand: autocast, GradScaler, SGD with Nesterov momentum."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    def run() -> int:
+        for _ in range(steps):
+            with torch.autocast(device.type, dtype=dtype, enabled=precision != "fp32"):
+                loss = nn.functional.cross_entropy(model(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        return steps * x.shape[0]
+
+    return run
+
+
+def first_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """fp32 loss of a copy of the model on the batch (train-mode BN), before any update."""
+    m = copy.deepcopy(model).float().train()
+    with torch.no_grad():
+        return float(nn.functional.cross_entropy(m(x.float()), y))
+
+
+def run_variant(args, precision: str, fmt: str, mode: str, device: str) -> dict:
+    from ..engine.loop import StopFlag
+
+    size = args.size or (32 if MODELS[args.model].func is not ResNeXt else 224)
+    cl, compiled = fmt == "channels_last", mode == "compile"
+    fit = build_engine(args, args.model, precision, cl, compiled, device, size)
+    dev = fit.world.device
+    x, y = next(iter(fit.loaders.train))
+    ref = reference_model(args.model, args.classes)
+    ref.load_state_dict(fit.raw.state_dict())  # same weights: the same first loss
+    ref = ref.to(dev, memory_format=torch.channels_last if cl else torch.contiguous_format)
+    losses = (first_loss(fit.raw, x, y), first_loss(ref, x, y))
+    ref_run = reference_loop(torch.compile(ref) if compiled else ref, x, y, precision, dev, args.steps,
+                             fit.opt.param_groups[0]["lr"])
+    stop = StopFlag()
+
+    def ours() -> int:
+        fit.state.step_in_epoch = 0
+        fit.train_epoch(stop)
+        return args.steps * args.batch
+
+    res = interleaved({"ours": ours, "reference": ref_run}, dev, args.repeats)
+    macs = measure(lambda: reference_model(args.model, args.classes), size).macs
+    peak = peak_flops(dev, precision)
+    row = {"model": args.model, "batch": args.batch, "size": size, "precision": precision, "format": fmt,
+           "mode": mode, "ours_images_per_s": res["ours"]["images_per_s"],
+           "ref_images_per_s": res["reference"]["images_per_s"],
+           "ours_step_ms": 1000 * res["ours"]["seconds"] / args.steps,
+           "ref_step_ms": 1000 * res["reference"]["seconds"] / args.steps,
+           "ratio": res["ours"]["images_per_s"] / res["reference"]["images_per_s"],
+           "first_loss_ours": losses[0], "first_loss_ref": losses[1], "samples": res}
+    if peak:
+        row["mfu"] = res["ours"]["images_per_s"] * macs * 3 * 2 / peak
+    return row
+
+
+COLUMNS = [("model", "model", ""), ("batch", "batch", ""), ("precision", "precision", ""), ("format", "format", ""),
+           ("mode", "mode", ""), ("ours_images_per_s", "ours img/s", ".1f"), ("ref_images_per_s", "reference img/s", ".1f"),
+           ("ratio", "ours / ref", ".3f"), ("ours_step_ms", "ours ms/step", ".1f"), ("mfu", "MFU", ".1%")]
+
+
+def run(args) -> dict:
+    rows = []
+    for precision in args.precision.split(","):
+        for fmt in args.memory_format.split(","):
+            for mode in args.compile.split(","):
+                rows.append(run_variant(args, precision, fmt, mode, args.device))
+    device = torch.device("cuda" if (args.device != "cpu" and torch.cuda.is_available()) else "cpu")
+    return {"rows": rows, "settings": vars(args) | {"environment": environment(device)},
+            "table": table(rows, COLUMNS)}

@@ -1,0 +1,69 @@
+"""The benchmark tool runs each subcommand at CI size and its comparisons are fair (same first loss)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from runs import PY, ROOT, env
+
+
+def bench(tmp_path, *args, timeout=600):
+    out = tmp_path / "r.json"
+    res = subprocess.run([PY, "-m", "resnext.bench", "--out", str(out), *args], capture_output=True, text=True,
+                         env=env(), cwd=tmp_path, timeout=timeout)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(out.read_text()), res.stdout
+
+
+@pytest.mark.slow
+def test_bench_train_smoke(tmp_path):
+    result, stdout = bench(tmp_path, "train", "--model", "resnext29_8x64d", "--classes", "10", "--batch", "4",
+                           "--precision", "fp32,bf16", "--memory-format", "nchw,channels_last", "--steps", "1",
+                           "--repeats", "1", "--device", "cpu")
+    rows = result["rows"]
+    assert [(r["precision"], r["format"]) for r in rows] == [
+        ("fp32", "nchw"), ("fp32", "channels_last"), ("bf16", "nchw"), ("bf16", "channels_last")]
+    for r in rows:
+        assert r["ours_images_per_s"] > 0 and r["ref_images_per_s"] > 0
+        assert r["ratio"] == pytest.approx(r["ours_images_per_s"] / r["ref_images_per_s"])
+        assert r["first_loss_ours"] == pytest.approx(r["first_loss_ref"], rel=1e-6)  # same model, same batch
+    env_rec = result["settings"]["environment"]
+    assert env_rec["torch"] and env_rec["device"] == "cpu"
+    assert "| resnext29_8x64d |" in stdout
+
+
+def test_bench_train_torchvision_reference_same_loss(tmp_path):
+    # ImageNet family: the reference is torchvision's own ResNet definition with our weights loaded
+    result, _ = bench(tmp_path, "train", "--model", "resnet50", "--batch", "2", "--size", "64", "--precision",
+                      "fp32", "--memory-format", "nchw", "--steps", "1", "--repeats", "1", "--device", "cpu")
+    r = result["rows"][0]
+    assert r["first_loss_ours"] == pytest.approx(r["first_loss_ref"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_bench_cifar_smoke(tmp_path):
+    result, _ = bench(tmp_path, "cifar", "--images", "512", "--batch", "64", "--repeats", "1", "--workers", "1",
+                      "--device", "cpu")
+    names = [r["loader"] for r in result["rows"]]
+    assert names == ["ours (on-device)", "torchvision reference"]
+    assert result["rows"][1]["ratio"] == 1.0 and result["rows"][0]["images_per_s"] > 0
+    assert result["settings"]["train_images"] == 512
+
+
+@pytest.mark.slow
+def test_bench_e2e_smoke(tmp_path):
+    result, _ = bench(tmp_path, "e2e", "+recipe=resnext29_demo_digits", "model.cardinality=2", "model.width=2",
+                      "--steps", "2", "--repeats", "1")
+    rows = {r["input"]: r for r in result["rows"]}
+    assert set(rows) == {"end-to-end", "synthetic"} and rows["synthetic"]["ratio"] == 1.0
+    assert rows["end-to-end"]["images_per_s"] > 0
+    assert result["settings"]["dataset"] == "digits"
+
+
+def test_bench_help_lists_subcommands():
+    res = subprocess.run([PY, "-m", "resnext.bench", "--help"], capture_output=True, text=True, cwd=ROOT, env=env())
+    assert res.returncode == 0
+    for cmd in ("train", "data", "cifar", "e2e"):
+        assert cmd in res.stdout
