@@ -28,7 +28,7 @@ def fail(message: str) -> None:
     sys.exit(EXIT_USER_ERROR)
 
 
-def _explain(exc: Exception, overrides: list[str]) -> str:
+def explain(exc: Exception, overrides: list[str] = ()) -> str:
     """One line for a Hydra/OmegaConf composition error, naming the key and what would be valid."""
     for o in overrides:
         key, _, value = o.lstrip("+~").partition("=")
@@ -69,7 +69,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose("config", overrides=overrides)
     except Exception as e:  # Hydra raises several types; all of them are mistakes in the overrides
-        raise ConfigError(_explain(e, overrides)) from None
+        raise ConfigError(explain(e, overrides)) from None
     finally:
         GlobalHydra.instance().clear()
 

@@ -18,16 +18,14 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, torch.Tensor]) -> d
     Accepts a bare state dict, or a checkpoint holding one under "model" or "state_dict".
     Wrapper prefixes ("module.", "_orig_mod.") are stripped.
     """
-    if isinstance(source, Mapping):
-        sd = dict(source)
-    else:
-        sd = torch.load(source, map_location="cpu", weights_only=True)
-        if not isinstance(sd, Mapping):
-            raise ValueError(f"{source}: expected a state dict, found {type(sd).__name__}")
-        for key in ("model", "state_dict"):
-            if key in sd and isinstance(sd[key], Mapping):
-                sd = dict(sd[key])
-                break
+    sd = source if isinstance(source, Mapping) else torch.load(source, map_location="cpu", weights_only=True)
+    if not isinstance(sd, Mapping):
+        raise ValueError(f"{source}: expected a state dict, found {type(sd).__name__}")
+    sd = dict(sd)
+    for key in ("model", "state_dict"):
+        if key in sd and isinstance(sd[key], Mapping):
+            sd = dict(sd[key])
+            break
     for prefix in _WRAPPER_PREFIXES:
         if sd and all(k.startswith(prefix) for k in sd):
             sd = {k[len(prefix):]: v for k, v in sd.items()}

@@ -1,0 +1,88 @@
+"""`python -m resnext.evaluate CHECKPOINT_OR_RUN_DIR [overrides]`: top-1/top-5 error on the val split.
+
+    python -m resnext.evaluate outputs/resnext101_64x4d_imagenet data.val_resize=320 data.val_crop=320
+    python -m resnext.evaluate resnext50.pth +recipe=resnext50_32x4d_imagenet data.root=/data/imagenet
+    torchrun --nproc_per_node=8 -m resnext.evaluate outputs/resnext50_32x4d_imagenet
+
+A run directory brings its config.yaml and checkpoints/best.pt (else last.pt); a weights file
+(ours, torchvision's or timm's layout) takes its model from +recipe=NAME or model.* overrides.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .compose import compose_config, explain, fail
+from .config import Config, ConfigError, validate
+from .data import DataError, Placement, build_loaders
+from .engine.checkpoint import CheckpointError, safe_load
+from .engine.dist import init_world, shutdown
+from .engine.loop import evaluate
+from .engine.precision import resolve
+from .models import build_model
+from .models.interop import load_torchvision, read_state_dict
+
+
+def resolve_source(path: Path, overrides: list[str]) -> tuple[DictConfig, Path]:
+    """The config and weights file for a run directory or a weights file."""
+    if path.is_dir():
+        if not (path / "config.yaml").is_file():
+            raise ConfigError(f"{path}: not a run directory (no config.yaml); give a run dir or a weights file")
+        ckpt = next((path / "checkpoints" / n for n in ("best.pt", "last.pt")
+                     if (path / "checkpoints" / n).is_file()), None)
+        if ckpt is None:
+            raise CheckpointError(f"{path}: no checkpoints/best.pt or checkpoints/last.pt to evaluate")
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path / "config.yaml"))
+        try:
+            cfg.merge_with(OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
+        except Exception as e:
+            raise ConfigError(explain(e)) from None
+        return cfg, ckpt
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file or run directory")
+    return compose_config(overrides), path
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        sys.exit(0 if argv else 2)
+    path, overrides = Path(argv[0]), argv[1:]
+    world = init_world("auto" if not any(o.startswith("trainer.device=") for o in overrides) else
+                       next(o.split("=", 1)[1] for o in overrides if o.startswith("trainer.device=")))
+    try:
+        cfg, weights = resolve_source(path, overrides)
+        validate(cfg, world.world_size, torch.cuda.is_available())
+        precision = resolve(cfg.trainer.precision, cfg.trainer.channels_last, world.device)
+        place = Placement(world.rank, world.world_size, world.device, precision.input_dtype,
+                          precision.channels_last, cfg.trainer.seed)
+        loaders = build_loaders(cfg.data, place, cfg.model.num_classes)
+        state = safe_load(weights)
+        model_cfg = state.get("model_config") or {**OmegaConf.to_container(cfg.model),
+                                                  "num_classes": cfg.model.num_classes or loaders.num_classes}
+        try:
+            model = build_model(model_cfg)
+            load_torchvision(model, read_state_dict(state))
+        except ValueError as e:
+            raise CheckpointError(f"{weights}: {e}") from None
+        model = model.to(world.device, memory_format=precision.memory_format)
+        res = evaluate(model, loaders.val, precision)
+    except (ConfigError, DataError, CheckpointError) as e:
+        shutdown()
+        fail(str(e))
+    if world.is_main:
+        d = cfg.data
+        print(f"{weights}: top-1 error {res['top1_err']:.2f}%, top-5 error {res['top5_err']:.2f}% on "
+              f"{res['samples']} images ({d.val_crop}x{d.val_crop} center crop of shorter side {d.val_resize})")
+        print(json.dumps({"weights": str(weights), **res, "val_crop": d.val_crop, "val_resize": d.val_resize}))
+    shutdown()
+
+
+if __name__ == "__main__":
+    main()
