@@ -19,21 +19,26 @@ SUBCOMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m resnext.bench", description=__doc__)
+    argv = sys.argv[1:] if argv is None else argv
+    epilog = "subcommands:\n" + "\n".join(f"  {k:<6} {v}" for k, v in SUBCOMMANDS.items())
+    parser = argparse.ArgumentParser(prog="python -m resnext.bench", description=__doc__, epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=None, help="JSON result file (default bench-results/<cmd>.json)")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    for name, help_text in SUBCOMMANDS.items():
-        module = importlib.import_module(f".{name}", __package__)
-        module.add_args(sub.add_parser(name, help=help_text, description=help_text))
-    args = parser.parse_args(argv)
-    module = importlib.import_module(f".{args.cmd}", __package__)
+    parser.add_argument("cmd", choices=sorted(SUBCOMMANDS), help="what to measure")
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help="the subcommand's options (see CMD --help)")
+    top = parser.parse_args(argv)
+    module = importlib.import_module(f".{top.cmd}", __package__)  # only the chosen one is imported
+    sub = argparse.ArgumentParser(prog=f"python -m resnext.bench {top.cmd}", description=SUBCOMMANDS[top.cmd])
+    module.add_args(sub)
+    args = sub.parse_args(top.rest)
+    args.out, args.cmd = top.out, top.cmd
     try:
         result = module.run(args)
     except ValueError as e:  # ConfigError, DataError: a user mistake
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     out = Path(args.out or f"bench-results/{args.cmd}.json")
-    result.setdefault("settings", {})["command"] = "python -m resnext.bench " + " ".join(sys.argv[1:] if argv is None else argv)
+    result.setdefault("settings", {})["command"] = "python -m resnext.bench " + " ".join(argv)
     write(result, out)
     print(result.get("table") or json.dumps(result["rows"], indent=2))
     print(f"\nwritten: {out}")

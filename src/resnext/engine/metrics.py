@@ -27,8 +27,11 @@ class Meter:
     def update(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         c1, c5 = topk_correct(logits.detach(), labels)
         n = labels.shape[0]
-        self.sums += torch.stack([loss.detach().double() * n, c1.double(), c5.double(),
-                                  torch.tensor(n, dtype=torch.float64, device=labels.device)])
+        # device-side adds only: no host->device copy, no sync
+        self.sums[LOSS] += loss.detach().double() * n
+        self.sums[TOP1] += c1
+        self.sums[TOP5] += c5
+        self.sums[N] += n
 
     def state(self) -> torch.Tensor:
         return self.sums.detach().cpu().clone()
