@@ -1,0 +1,118 @@
+"""The ImageNet folder layout: list (path, label) samples per split and refuse unusable roots in one line."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .base import DataError
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+MEAN = (0.485, 0.456, 0.406)  # ImageNet RGB mean, in [0, 1] units
+STD = (0.229, 0.224, 0.225)
+# AlexNet PCA lighting (fb.resnet.torch): eigenvalues and eigenvectors (columns) of RGB covariance, [0, 1] units
+EIGVAL = (0.2175, 0.0188, 0.0045)
+EIGVEC = ((-0.5675, 0.7192, 0.4009),
+          (-0.5808, -0.0045, -0.8140),
+          (-0.5836, -0.6948, 0.4203))
+
+
+@dataclass(frozen=True)
+class Split:
+    files: list[str]  # absolute paths
+    labels: list[int]  # class index per file
+    classes: list[str]  # class folder names; index = position (sorted, torchvision's convention)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def _class_dirs(split_dir: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+
+
+def _images(folder: Path) -> list[str]:
+    return sorted(str(folder / e.name) for e in os.scandir(folder)
+                  if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
+
+
+def scan_split(root: Path, split: str, classes: list[str] | None = None) -> Split:
+    """Samples of root/split/<class>/*; with ``classes`` given (train's), val must have the same set."""
+    d = root / split
+    if not d.is_dir():
+        raise DataError(f"{d}: missing; an ImageNet root needs {root}/train/<class>/*.JPEG and "
+                        f"{root}/val/<class>/*.JPEG (see `python -m resnext.data prepare-val`)")
+    found = _class_dirs(d)
+    if not found:
+        raise DataError(f"{d}: no class folders; expected one folder per class holding JPEG files")
+    if classes is not None and found != classes:
+        extra, missing = sorted(set(found) - set(classes)), sorted(set(classes) - set(found))
+        raise DataError(f"{d}: classes differ from train/ (only in {split}: {extra[:3]}, missing: {missing[:3]})")
+    files, labels = [], []
+    for i, name in enumerate(found):
+        imgs = _images(d / name)
+        if not imgs:
+            raise DataError(f"{d / name}: empty class folder; every class needs at least one image")
+        files += imgs
+        labels += [i] * len(imgs)
+    return Split(files, labels, found)
+
+
+def read_file_list(root: Path, list_file: str, classes: list[str]) -> Split:
+    """Training samples from a list of "relative/path label" lines (paths relative to root)."""
+    path = Path(list_file)
+    if not path.is_file():
+        raise DataError(f"{path}: data.file_list not found; expected lines 'relative/path.JPEG label'")
+    files, labels = [], []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise DataError(f"{path}:{n}: expected 'relative/path label', got {line.strip()!r}")
+        label = int(parts[1])
+        if not 0 <= label < len(classes):
+            raise DataError(f"{path}:{n}: label {label} outside 0..{len(classes) - 1}")
+        f = root / parts[0]
+        if not f.is_file():
+            raise DataError(f"{f}: listed in {path}:{n} but missing")
+        files.append(str(f))
+        labels.append(label)
+    if not files:
+        raise DataError(f"{path}: data.file_list is empty")
+    return Split(files, labels, classes)
+
+
+def scan_root(root: str | None, file_list: str | None = None) -> tuple[Split, Split]:
+    """Train and val samples of an ImageNet-layout root."""
+    if not root:
+        raise DataError("data.root is not set; give the folder holding train/ and val/")
+    r = Path(root).expanduser()
+    if not r.is_dir():
+        raise DataError(f"{r}: data.root does not exist; expected a folder holding train/ and val/")
+    train = scan_split(r, "train")
+    val = scan_split(r, "val", train.classes)
+    if file_list:
+        train = read_file_list(r, file_list, train.classes)
+    return train, val
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The epoch's permutation of n samples, shared by all ranks and both backends."""
+    from .memory import epoch_permutation
+
+    return epoch_permutation(n, seed, epoch)
+
+
+def train_indices(n: int, batch: int, rank: int, world: int, seed: int, epoch: int, start_step: int) -> list[int]:
+    """This rank's sample indices for the epoch from batch ``start_step`` on (remainder dropped)."""
+    perm = epoch_order(n, seed, epoch)
+    glob = batch * world
+    out: list[int] = []
+    for step in range(start_step, n // glob):
+        lo = step * glob + rank * batch
+        out += perm[lo:lo + batch].tolist()
+    return out
