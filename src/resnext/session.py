@@ -133,6 +133,10 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
                           f"{', channels_last' if p.channels_last else ''}; run dir {run_dir}")
         try:
             return fit.run()
+        except DataError as e:  # an unreadable file met mid-epoch
+            if world.is_main:
+                fit.log.error(f"error: {e}")
+            return EXIT_USER_ERROR
         finally:
             fit.log.close()
     finally:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
-from .base import Placement
+from .base import DataError, Placement
 from .imagenet_folder import EIGVAL, EIGVEC, MEAN, STD, Split, train_indices
 from .memory import batch_seed, shard_bounds
 
@@ -145,11 +146,40 @@ class DaliLoader:
             self._val_iter = it
         return it
 
+    def _files(self) -> list[str]:
+        if not self.train:
+            return self.split.files[self.lo:self.hi]
+        p = self.place
+        idx = train_indices(len(self.split), self.batch, p.rank, p.world_size, p.seed, self.epoch, self.start_step)
+        return [self.split.files[i] for i in idx]
+
+    def _bad_file(self, step: int, error: Exception) -> DataError:
+        """Name the file that broke decoding: check the batches around the failing one."""
+        from .tools import _problem
+
+        files = self._files()
+        for f in files[max(0, step - 1) * self.batch:(step + 4) * self.batch] + files:
+            why = _problem(Path(f))
+            if why:
+                return DataError(f"{f}: {why}; run `python -m resnext.data verify ROOT` to list every such file")
+        first = next((ln for ln in str(error).splitlines() if "failure" in ln or "rror" in ln), str(error)[:200])
+        return DataError(f"DALI could not read a file of {Path(files[0]).parents[1]}: {first.strip()}")
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if (self.steps - self.start_step if self.train else self.num_samples) <= 0:
             return
         dev = self.place.device
-        for out in self._iterator():
+        it, step = None, 0
+        while True:
+            try:
+                it = it or self._iterator()  # the iterator decodes its first batches when created
+                out = next(it)
+            except StopIteration:
+                return
+            except RuntimeError as e:  # a file DALI cannot decode: name it
+                self._val_iter = None
+                raise self._bad_file(step, e) from None
+            step += 1
             x, y = out[0]["images"], out[0]["labels"]
             if self.place.channels_last:
                 x = x.permute(0, 3, 1, 2)  # NHWC memory, NCHW view
