@@ -61,7 +61,7 @@ def train_pipeline(files: list[str], labels: list[int], cfg, place: Placement, b
         else:
             images = fn.decoders.image_random_crop(jpegs, device="cpu", **crop_args)
         images = fn.resize(images, resize_x=cfg.image_size, resize_y=cfg.image_size,
-                           interp_type=types.INTERP_TRIANGULAR, antialias=True)
+                           interp_type=types.INTERP_LINEAR, antialias=True)
         if cfg.color_jitter > 0:
             j = cfg.color_jitter
             images = fn.color_twist(images, brightness=fn.random.uniform(range=[1 - j, 1 + j]),

@@ -1,0 +1,65 @@
+"""`bench data ROOT`: each ImageNet backend's images/s against torchvision ImageFolder + DataLoader."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from omegaconf import OmegaConf
+
+from ..config import DataConfig
+from ..data.base import Placement
+from ..data.imagenet import build_imagenet
+from ..data.imagenet_folder import MEAN, STD
+from .common import environment, interleaved, table
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("root", help="ImageNet-layout folder (python -m resnext.data make-fake makes one)")
+    p.add_argument("--batch", type=int, default=64, help="images per batch")
+    p.add_argument("--workers", type=int, default=2, help="threads (DALI) / processes (DataLoader), all alike")
+    p.add_argument("--size", type=int, default=224, help="training crop")
+    p.add_argument("--repeats", type=int, default=3, help="timed epochs (median reported)")
+    p.add_argument("--backends", default="auto", help="comma list of dali_gpu,dali_cpu,torch (auto: what runs here)")
+
+
+def run(args) -> dict:
+    import torchvision
+    from torchvision import transforms as T
+
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    backends = (["dali_gpu"] if cuda else []) + ["dali_cpu", "torch"] if args.backends == "auto" else \
+        args.backends.split(",")
+    # the reference does crop + flip + normalize only: ours do the same work (no jitter/lighting)
+    cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), {
+        "root": args.root, "batch_size": args.batch, "image_size": args.size, "workers": args.workers,
+        "color_jitter": 0.0, "lighting": 0.0})
+    place = Placement(0, 1, device, torch.float32, cuda, 0)
+    runs = {}
+    for b in backends:
+        loader = build_imagenet(OmegaConf.merge(cfg, {"backend": b}), place).train
+        epoch = [0]
+
+        def one_epoch(loader=loader, epoch=epoch) -> int:
+            epoch[0] += 1
+            loader.set_epoch(epoch[0])
+            return sum(x.shape[0] for x, _ in loader)
+
+        runs[b] = one_epoch
+    tf = T.Compose([T.RandomResizedCrop(args.size), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
+    ref = torch.utils.data.DataLoader(torchvision.datasets.ImageFolder(f"{args.root}/train", tf), batch_size=args.batch,
+                                      shuffle=True, drop_last=True, num_workers=args.workers,
+                                      persistent_workers=args.workers > 0, pin_memory=cuda)
+
+    def reference() -> int:
+        return sum(x.to(device, non_blocking=True).shape[0] for x, _ in ref)
+
+    runs["reference (ImageFolder + DataLoader)"] = reference
+    res = interleaved(runs, device, args.repeats)
+    base = res["reference (ImageFolder + DataLoader)"]["images_per_s"]
+    rows = [{"name": k, "images_per_s": v["images_per_s"], "ratio_vs_reference": v["images_per_s"] / base}
+            for k, v in res.items()]
+    return {"rows": rows, "settings": vars(args) | {"environment": environment(device)},
+            "table": table(rows, [("name", "loader", ""), ("images_per_s", "images/s", ".0f"),
+                                  ("ratio_vs_reference", "vs reference", ".2f")])}
