@@ -1,9 +1,12 @@
 """`python -m resnext.report RUN_DIR [RUN_DIR ...] [--out DIR]`: our results beside the paper's, and curves.
 
-Each RUN_DIR is a run directory (it holds config.yaml) or a folder of them (a Hydra multirun folder,
-for instance). Writes report.md, report.csv, curves.png (top-1 error per epoch, as the paper's Fig. 5)
-and, for a CIFAR sweep, fig7.png (test error against parameters, one curve per family, as Fig. 7).
-The paper's numbers come from each run's own `paper:` block; a value no run produced is shown as "-".
+Each RUN_DIR is a run directory (it holds config.yaml) or a folder of them (a Hydra multirun folder, for
+instance; run directories are looked for up to three levels below it). Writes to --out (default ./report):
+report.md and report.csv (one row per run, unfinished runs included), curves.png (train and val top-1 error
+per epoch, as the paper's Fig. 5) and, for a CIFAR sweep, fig7.png (test error against parameters, one curve
+per family, as Fig. 7). The paper's numbers come from each run's own `paper:` block; params and GFLOPs are
+measured from the run's model config at its data.image_size. A value no run produced is "-" in report.md
+and an empty cell in report.csv, never a guess.
 """
 
 from __future__ import annotations
@@ -14,172 +17,315 @@ import io
 import json
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-COLUMNS = [  # (key, header, format)
-    ("run", "run", ""), ("status", "status", ""), ("table", "paper table", ""), ("row", "paper row", ""),
-    ("paper_top1", "paper top-1", ".2f"), ("paper_top5", "paper top-5", ".2f"),
-    ("best_top1", "best top-1", ".2f"), ("best_top5", "best top-5", ".2f"),
-    ("final_top1", "final top-1", ".2f"), ("final_top5", "final top-5", ".2f"),
-    ("diff_top1", "best - paper", "+.2f"), ("params_m", "params (M)", ".2f"), ("gflops", "GFLOPs", ".2f"),
-    ("epochs", "epochs", ""), ("wall_h", "wall (h)", ".2f"), ("images_per_s", "images/s", ".0f"),
-    ("world_size", "world", ""), ("precision", "precision", ""),
-]
+EXIT_BAD_INPUT = 2
+MAX_DEPTH = 3  # how far below a given folder run directories are looked for
+SKIP_DIRS = {"tb", "checkpoints"}  # parts of a run directory, never run directories themselves
+#: Settings that do not change what a run learns: left out of run labels and of Fig. 7 family keys.
+IGNORED_SETTINGS = {"name", "data.root", "data.workers", "data.backend", "trainer.progress", "trainer.device",
+                    "trainer.log_every", "trainer.checkpoint_every_minutes", "trainer.cudnn_benchmark",
+                    "trainer.compile", "model.init_from"}
+#: report.csv's columns (report.md shows them too, epochs as done/planned and without the path).
+CSV_FIELDS = ["run", "path", "recipe", "model", "status", "paper_table", "paper_row", "paper_top1", "paper_top5",
+              "best_top1", "best_top5", "final_top1", "final_top5", "diff_top1", "diff_top5", "params_m",
+              "gflops", "epochs_done", "epochs_planned", "wall_s", "images_per_s", "world_size", "precision"]
 
 
 class ReportError(ValueError):
-    """Bad input to the report: one line, exit code 2."""
+    """Bad input to the report: one line on stderr, exit code 2."""
 
 
 @dataclass
 class Run:
-    path: Path  # run directory
-    label: str  # how the run is named in tables and legends
+    path: Path  # the run directory
     cfg: DictConfig  # its config.yaml
-    records: list[dict] = field(default_factory=list)  # its metrics.jsonl
+    records: list[dict] = field(default_factory=list)  # its metrics.jsonl, in order
+    has_metrics: bool = False  # metrics.jsonl exists and holds at least one record
+    label: str = ""  # how tables and legends name the run (unique among the runs reported)
 
     def of(self, kind: str) -> list[dict]:
         return [r for r in self.records if r.get("kind") == kind]
 
+    def epochs(self) -> list[dict]:
+        """Epoch records by epoch index, the last written winning (a resume may repeat one)."""
+        by_index = {r["epoch"]: r for r in self.of("epoch") if isinstance(r.get("epoch"), int)}
+        return [by_index[i] for i in sorted(by_index)]
+
+    def get(self, key: str):
+        return OmegaConf.select(self.cfg, key, default=None)
+
 
 def find_runs(paths: list[str]) -> list[Run]:
-    """Run directories named or found (up to three levels) below the given paths."""
+    """The run directories named, or found below the named folders; ReportError on bad input."""
     runs: list[Run] = []
-    for p in map(Path, paths):
+    for arg in paths:
+        p = Path(arg)
         if not p.exists():
-            raise ReportError(f"{p}: no such file or folder; give run directories or folders holding them")
-        if (p / "config.yaml").is_file():
-            found = [p]
-        else:
-            found = sorted({c.parent for depth in ("*", "*/*", "*/*/*") for c in p.glob(f"{depth}/config.yaml")})
-            if not found:
-                raise ReportError(f"{p}: not a run directory and holds none (no config.yaml found up to 3 levels)")
-        for d in found:
-            label = d.name if d == p else str(d.relative_to(p.parent))
-            runs.append(load_run(d, label))
+            raise ReportError(f"{p}: no such file or folder; expected a run directory (holding config.yaml) "
+                              "or a folder of run directories")
+        if not p.is_dir():
+            raise ReportError(f"{p}: is a file; expected a run directory (holding config.yaml) "
+                              "or a folder of run directories")
+        found = _walk(p, 0)
+        if not found:
+            raise ReportError(f"{p}: not a run directory and holds none (no config.yaml in it or up to "
+                              f"{MAX_DEPTH} levels below); expected a run directory or a folder of them")
+        runs += [load_run(d) for d in found if all(d.resolve() != r.path.resolve() for r in runs)]
+    assign_labels(runs)
     return runs
 
 
-def load_run(d: Path, label: str) -> Run:
+def _walk(d: Path, depth: int) -> list[Path]:
+    if (d / "config.yaml").is_file():
+        return [d]
+    if depth >= MAX_DEPTH:
+        return []
+    try:
+        subdirs = sorted(c for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")
+                         and c.name not in SKIP_DIRS)
+    except PermissionError:
+        return []
+    return [r for c in subdirs for r in _walk(c, depth + 1)]
+
+
+def load_run(d: Path) -> Run:
+    """A run directory's config and metrics records (lines cut by a kill are skipped)."""
     try:
         cfg = OmegaConf.load(d / "config.yaml")
-    except Exception as e:
-        raise ReportError(f"{d / 'config.yaml'}: unreadable ({type(e).__name__})") from None
-    recs = []
+    except Exception as e:  # YAML or OS error: any way the file cannot be read is bad input
+        raise ReportError(f"{d / 'config.yaml'}: unreadable ({type(e).__name__}); "
+                          "expected the config.yaml a training run writes") from None
+    if not isinstance(cfg, DictConfig) or "model" not in cfg or "data" not in cfg:
+        raise ReportError(f"{d / 'config.yaml'}: not a run's config (expected a mapping with model: and data:)")
+    records = []
     metrics = d / "metrics.jsonl"
     if metrics.is_file():
-        for line in metrics.read_text().splitlines():
+        for line in metrics.read_text(errors="replace").splitlines():
             try:
-                recs.append(json.loads(line))
+                rec = json.loads(line)
             except json.JSONDecodeError:
-                continue  # a line cut by a kill
-    return Run(d, label, cfg, recs)
+                continue
+            if isinstance(rec, dict):
+                records.append(rec)
+    return Run(d, cfg, records, has_metrics=bool(records))
 
 
-def _get(cfg: DictConfig, key: str):
-    return OmegaConf.select(cfg, key, default=None)
+def flat_settings(cfg: DictConfig) -> dict[str, str]:
+    """Every leaf setting as 'group.key' -> its value as text, the paper block and IGNORED_SETTINGS left out."""
+    out = {}
+
+    def visit(node, prefix: str) -> None:
+        for k, v in node.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict):
+                visit(v, key + ".")
+            elif key not in IGNORED_SETTINGS:
+                out[key] = json.dumps(v) if isinstance(v, list) else str(v)
+
+    container = OmegaConf.to_container(cfg, resolve=False)
+    container.pop("paper", None)
+    visit(container, "")
+    return out
+
+
+def assign_labels(runs: list[Run]) -> None:
+    """Label each run by its recipe name, plus the settings that tell apart runs of the same name."""
+    by_name: dict[str, list[Run]] = {}
+    for r in runs:
+        by_name.setdefault(str(r.get("name")), []).append(r)
+    for name, group in by_name.items():
+        flats = [flat_settings(r.cfg) for r in group]
+        keys = sorted({k for f in flats for k in f if len({g.get(k) for g in flats}) > 1})
+        for r, f in zip(group, flats):
+            diff = ", ".join(f"{k.split('.')[-1]}={f.get(k, '-')}" for k in keys)
+            r.label = f"{name} ({diff})" if diff else name
+    labels = [r.label for r in runs]
+    for r in runs:
+        if labels.count(r.label) > 1:  # the same settings in several folders: the folder tells them apart
+            r.label = f"{r.label} [{r.path}]"
+
+
+def model_name(m: DictConfig) -> str:
+    """The paper's way to name the network: ResNeXt-50 (32x4d), ResNet-50 (1x64d), WRN-28-10."""
+    arch = m.get("arch")
+    if arch == "wrn":
+        name = f"WRN-{m.get('depth')}-{m.get('widen_factor')}"
+    else:
+        family = "ResNet" if m.get("cardinality") == 1 else "ResNeXt"
+        name = f"{family}-{m.get('depth')} ({m.get('cardinality')}x{m.get('width')}d)"
+    return name if m.get("shortcut", True) else name + ", no shortcut"
+
+
+@lru_cache(maxsize=None)
+def _measure(model_json: str, image_size: int) -> tuple[float, float]:
+    from .models import build_model
+    from .models.complexity import measure
+
+    model = json.loads(model_json)
+    cx = measure(lambda: build_model(model), image_size)
+    return cx.params / 1e6, cx.gflops
 
 
 def complexity(run: Run) -> tuple[float | None, float | None]:
-    """(params in M, GFLOPs) from the run's start record, else measured from its model config."""
-    start = run.of("start")
-    if start and start[-1].get("params"):
-        return start[-1]["params"] / 1e6, start[-1]["macs"] / 1e9
-    try:
-        from .models import build_model
-        from .models.complexity import measure
+    """(params in M, GFLOPs) of the run's model config at its data.image_size; (None, None) if unbuildable."""
+    from .config import DATASET_CLASSES
 
-        model = OmegaConf.to_container(run.cfg.model)
-        model["num_classes"] = model.get("num_classes") or 1000
-        cx = measure(lambda: build_model(model), int(_get(run.cfg, "data.image_size") or 224))
-        return cx.params / 1e6, cx.gflops
-    except Exception:  # a config this version cannot build: shown as "-"
+    model = OmegaConf.to_container(run.cfg.model, resolve=True)
+    model.pop("init_from", None)
+    if not model.get("num_classes"):  # 0 = taken from the data set
+        model["num_classes"] = DATASET_CLASSES.get(str(run.get("data.dataset")), 1000)
+    try:
+        return _measure(json.dumps(model, sort_keys=True), int(run.get("data.image_size") or 224))
+    except (ValueError, TypeError, KeyError, RuntimeError) as e:  # a config this version cannot build
+        print(f"warning: {run.path}: params/GFLOPs not measured ({type(e).__name__}: {e})".splitlines()[0],
+              file=sys.stderr)
         return None, None
+
+
+def status(run: Run) -> str:
+    """finished / preempted / failed (an end record after the last start), running-or-stopped, no metrics."""
+    if not run.has_metrics:
+        return "no metrics"
+    starts, ends = run.of("start"), run.of("end")
+    if ends and (not starts or (ends[-1].get("time") or 0) >= (starts[-1].get("time") or 0)):
+        return str(ends[-1].get("status") or "running-or-stopped")
+    return "running-or-stopped"
+
+
+def _joined(values: list) -> str | None:
+    """Distinct values in order of first appearance, '/'-joined (a resume may change them); None if none."""
+    seen = list(dict.fromkeys(str(v) for v in values if v is not None))
+    return "/".join(seen) if seen else None
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return a - b if a is not None and b is not None else None
 
 
 def summarize(run: Run) -> dict:
     """One table row for a run (None where the run produced nothing)."""
-    epochs = run.of("epoch")
+    epochs = run.epochs()
     evals = [e for e in epochs if e.get("val_top1_err") is not None]
-    best = min(evals, key=lambda e: e["val_top1_err"]) if evals else None
-    final = evals[-1] if evals else None
-    ends, starts = run.of("end"), run.of("start")
-    if not run.records:
-        status = "no metrics"
-    elif ends and (not starts or ends[-1]["time"] >= starts[-1]["time"]):
-        status = ends[-1]["status"]
-    else:
-        status = "running or stopped"
-    paper_top1 = _get(run.cfg, "paper.top1_err")
+    best = min(evals, key=lambda e: e["val_top1_err"]) if evals else {}
+    final = evals[-1] if evals else {}
+    starts = run.of("start")
     params, gflops = complexity(run)
-    planned = _get(run.cfg, "trainer.epochs")
     rates = [e["images_per_s"] for e in epochs if e.get("images_per_s")]
+    paper_top1, paper_top5 = run.get("paper.top1_err"), run.get("paper.top5_err")
     return {
-        "run": run.label, "status": status, "name": _get(run.cfg, "name"),
-        "table": _get(run.cfg, "paper.table"), "row": _get(run.cfg, "paper.row"),
-        "paper_top1": paper_top1, "paper_top5": _get(run.cfg, "paper.top5_err"),
-        "best_top1": best and best["val_top1_err"], "best_top5": best and best.get("val_top5_err"),
-        "final_top1": final and final["val_top1_err"], "final_top5": final and final.get("val_top5_err"),
-        "diff_top1": best["val_top1_err"] - paper_top1 if best and paper_top1 is not None else None,
+        "run": run.label, "path": str(run.path), "recipe": run.get("name"), "model": model_name(run.cfg.model),
+        "status": status(run), "paper_table": run.get("paper.table"), "paper_row": run.get("paper.row"),
+        "paper_top1": paper_top1, "paper_top5": paper_top5,
+        "best_top1": best.get("val_top1_err"), "best_top5": best.get("val_top5_err"),
+        "final_top1": final.get("val_top1_err"), "final_top5": final.get("val_top5_err"),
+        "diff_top1": _minus(best.get("val_top1_err"), paper_top1),
+        "diff_top5": _minus(best.get("val_top5_err"), paper_top5),
         "params_m": params, "gflops": gflops,
-        "epochs": f"{(epochs[-1]['epoch'] + 1) if epochs else 0}/{planned if planned is not None else '-'}",
-        "wall_h": epochs[-1]["wall_time"] / 3600 if epochs and epochs[-1].get("wall_time") is not None else None,
+        "epochs_done": epochs[-1]["epoch"] + 1 if epochs else (0 if starts else None),
+        "epochs_planned": run.get("trainer.epochs"),
+        "wall_s": epochs[-1].get("wall_time") if epochs else None,
         "images_per_s": statistics.median(rates) if rates else None,
-        "world_size": starts[-1]["world_size"] if starts else None,
-        "precision": starts[-1]["precision"] if starts else None,
+        "world_size": _joined([s.get("world_size") for s in starts]),
+        "precision": _joined([s.get("precision") for s in starts]),
     }
 
 
-def _cell(v, fmt: str) -> str:
-    if v is None:
-        return "-"
-    return format(v, fmt) if fmt and isinstance(v, int | float) else str(v)
+def _col(key: str, fmt: str = "") -> Callable[[dict], str]:
+    """A row's value as text: '-' if None, else formatted with ``fmt`` (numbers only)."""
+    def text(row: dict) -> str:
+        v = row[key]
+        if v is None:
+            return "-"
+        return format(v, fmt) if fmt and isinstance(v, int | float) else str(v)
+    return text
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+#: report.md's columns: header and how a row becomes the cell's text ('-' wherever there is no value).
+MD_COLUMNS: list[tuple[str, Callable[[dict], str]]] = [
+    ("run", _col("run")), ("recipe", _col("recipe")), ("model", _col("model")), ("status", _col("status")),
+    ("paper table", _col("paper_table")), ("paper row", _col("paper_row")),
+    ("paper top-1", _col("paper_top1", ".2f")), ("paper top-5", _col("paper_top5", ".2f")),
+    ("best top-1", _col("best_top1", ".2f")), ("best top-5", _col("best_top5", ".2f")),
+    ("final top-1", _col("final_top1", ".2f")), ("final top-5", _col("final_top5", ".2f")),
+    ("best - paper top-1", _col("diff_top1", "+.2f")), ("best - paper top-5", _col("diff_top5", "+.2f")),
+    ("params (M)", _col("params_m", ".2f")), ("GFLOPs", _col("gflops", ".2f")),
+    ("epochs", lambda r: f"{_col('epochs_done')(r)}/{_col('epochs_planned')(r)}"),
+    ("wall time", lambda r: "-" if r["wall_s"] is None else _duration(r["wall_s"])),
+    ("images/s", _col("images_per_s", ".0f")), ("world", _col("world_size")), ("precision", _col("precision")),
+]
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(h for _, h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cell(r[k], f) for k, _, f in COLUMNS) + " |" for r in rows]
+    """The table as Markdown (cells escaped; '-' where there is no value)."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(h for h, _ in MD_COLUMNS) + " |", "|" + "---|" * len(MD_COLUMNS)]
+    lines += ["| " + " | ".join(cell(f(r)) for _, f in MD_COLUMNS) + " |" for r in rows]
     return "\n".join(lines)
 
 
 def to_csv(rows: list[dict]) -> str:
+    """The table as CSV: numbers unrounded, an empty cell where there is no value."""
     buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow([k for k, _, _ in COLUMNS])
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_FIELDS)
     for r in rows:
-        w.writerow(["" if r[k] is None else r[k] for k, _, _ in COLUMNS])
+        w.writerow(["" if r[k] is None else r[k] for k in CSV_FIELDS])
     return buf.getvalue()
 
 
-def main(argv: list[str] | None = None) -> None:
+def write_report(runs: list[Run], out: Path) -> tuple[str, list[str]]:
+    """Write the table and figures under ``out``; returns the Markdown table and the files written."""
+    from .report_plots import FIGURES
+
+    rows = [summarize(r) for r in runs]
+    table = markdown(rows)
+    (out / "report.md").write_text(table + "\n")
+    (out / "report.csv").write_text(to_csv(rows))
+    written = ["report.md", "report.csv"]
+    for filename, draw in FIGURES.items():
+        target = out / filename
+        if draw(runs, rows, target):
+            written.append(filename)
+        elif target.is_file():
+            target.unlink()  # a figure left by an earlier report would not match this table
+    return table, written
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m resnext.report", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help="run directories or folders of them")
-    ap.add_argument("--out", type=Path, default=Path("report"), help="output folder (default ./report)")
+    ap.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: ./report)")
     args = ap.parse_args(argv)
     try:
         runs = find_runs(args.runs)
+        if args.out.exists() and not args.out.is_dir():
+            raise ReportError(f"--out {args.out}: is a file; expected a folder to write the report in")
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ReportError(f"--out {args.out}: cannot be created ({e.strerror}); expected a writable folder")
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    from .report_plots import curves, fig7
-
-    rows = [summarize(r) for r in runs]
-    args.out.mkdir(parents=True, exist_ok=True)
-    table = markdown(rows)
-    (args.out / "report.md").write_text(table + "\n")
-    (args.out / "report.csv").write_text(to_csv(rows))
-    written = ["report.md", "report.csv"]
-    if curves(runs, args.out / "curves.png"):
-        written.append("curves.png")
-    if fig7(runs, rows, args.out / "fig7.png"):
-        written.append("fig7.png")
+        return EXIT_BAD_INPUT
+    table, written = write_report(runs, args.out)
     print(table)
-    print(f"\nwritten to {args.out}: {', '.join(written)}")
+    print(f"\n{len(runs)} run(s); written to {args.out}: {', '.join(written)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,75 +1,146 @@
-"""The report's figures: top-1 error per epoch (paper Fig. 5) and CIFAR error against parameters (Fig. 7)."""
+"""The report's figures: top-1 error per epoch (the paper's Fig. 5) and CIFAR error against parameters (Fig. 7)."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import json
+import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
-SIZE = (9, 5.5)  # inches; at DPI pixels: 900 x 550
+from .report import Run, flat_settings  # noqa: E402
+
+SIZE_PX = (900, 550)  # width, height of every figure in pixels
 DPI = 100
+CIFAR = ("cifar10", "cifar100")
+MARKERS_BELOW = 30  # runs with fewer epochs than this get point markers (a 1-epoch run is otherwise invisible)
 
 
-def curves(runs, out: Path) -> bool:
-    """Train (dashed) and val (solid) top-1 error vs epoch, one color per run. False if nothing to plot."""
-    fig, ax = plt.subplots(figsize=SIZE, dpi=DPI)
-    drawn = False
-    for i, run in enumerate(runs):
-        epochs = run.of("epoch")
-        if not epochs:
-            continue
-        color = f"C{i % 10}"
-        ax.plot([e["epoch"] + 1 for e in epochs], [e["train_top1_err"] for e in epochs], "--", color=color,
-                label=f"{run.label} train")
-        val = [e for e in epochs if e.get("val_top1_err") is not None]
-        if val:
-            ax.plot([e["epoch"] + 1 for e in val], [e["val_top1_err"] for e in val], "-", color=color,
-                    label=f"{run.label} val")
-        drawn = True
-    if drawn:
-        ax.set_xlabel("epochs")
-        ax.set_ylabel("top-1 error (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.savefig(out, dpi=DPI)
+def _figure():
+    return plt.subplots(figsize=(SIZE_PX[0] / DPI, SIZE_PX[1] / DPI), dpi=DPI)
+
+
+def _save(fig, out: Path) -> None:
+    fig.savefig(out, dpi=DPI)  # no bbox_inches="tight": the size stays SIZE_PX
     plt.close(fig)
-    return drawn
 
 
-def families(runs, rows) -> dict[str, list[tuple[float, float]]]:
-    """Fig. 7's curves: cardinality grows at a fixed d, or width grows at C = 1; (params M, best error)."""
-    groups: dict[str, list[tuple[float, float, int, int]]] = defaultdict(list)
+def _color(i: int, n: int):
+    """The i-th of n distinct colors (tab10's first, as matplotlib's default cycle)."""
+    if n <= 10:
+        return plt.get_cmap("tab10")(i)
+    if n <= 20:
+        return plt.get_cmap("tab20")(i)
+    return plt.get_cmap("viridis")(i / (n - 1))
+
+
+def curves(runs: list[Run], rows: list[dict], out: Path) -> bool:
+    """Val (solid) and train (dashed) top-1 error vs epoch, one color per run; False if no run has an epoch."""
+    plotted = [r for r in runs if r.epochs()]
+    if not plotted:
+        return False
+    fig, ax = _figure()
+    for i, run in enumerate(plotted):
+        epochs = run.epochs()
+        color = _color(i, len(plotted))
+        marker = "o" if len(epochs) < MARKERS_BELOW else None
+        train = [e for e in epochs if e.get("train_top1_err") is not None]
+        val = [e for e in epochs if e.get("val_top1_err") is not None]
+        ax.plot([e["epoch"] + 1 for e in train], [e["train_top1_err"] for e in train], "--", color=color,
+                marker=marker, markersize=3, linewidth=1.2)
+        ax.plot([e["epoch"] + 1 for e in val], [e["val_top1_err"] for e in val], "-", color=color,
+                marker=marker, markersize=3, linewidth=1.8, label=run.label)
+    style = [Line2D([], [], color="black", linestyle="-", label="val (solid)"),
+             Line2D([], [], color="black", linestyle="--", label="train (dashed)")]
+    runs_legend = ax.legend(loc="upper right", fontsize=7 if len(plotted) > 8 else 8)
+    ax.add_artist(runs_legend)
+    ax.legend(handles=style, loc="lower left", fontsize=8)
+    ax.set_xlabel("epochs")
+    ax.set_ylabel("top-1 error (%)")
+    ax.set_title("train and val top-1 error per epoch (as the paper's Fig. 5)")
+    ax.grid(alpha=0.3)
+    _save(fig, out)
+    return True
+
+
+def _family_key(run: Run, varying: str) -> str:
+    """Everything that must be shared within a family: all settings but ``varying`` and the seed."""
+    flat = flat_settings(run.cfg)
+    for key in (varying, "trainer.seed"):
+        flat.pop(key, None)
+    return json.dumps(flat, sort_keys=True)
+
+
+def families(runs: list[Run], rows: list[dict]) -> dict[str, list[tuple[float, float, Run]]]:
+    """Fig. 7's curves from the CIFAR runs with a test error and a parameter count.
+
+    A family is either runs sharing everything but model.cardinality ("width d=64, C varies"), or runs
+    with cardinality 1 sharing everything but model.width ("C=1, width varies"); only families whose runs
+    take at least two values are kept. Points are (params in M, final test top-1 error, run), by params.
+    """
+    groups: dict[tuple[str, str], list[tuple[float, float, Run]]] = {}
+    names: dict[tuple[str, str], str] = {}
     for run, row in zip(runs, rows):
         m = run.cfg.model
-        if run.cfg.data.dataset not in ("cifar10", "cifar100") or row["best_top1"] is None or row["params_m"] is None:
+        if (run.get("data.dataset") not in CIFAR or m.get("arch") not in ("cifar_resnext", "resnext")
+                or row["final_top1"] is None or row["params_m"] is None):
             continue
-        point = (row["params_m"], row["best_top1"], m.cardinality, m.width)
-        groups[f"{run.cfg.data.dataset}, ResNeXt-{m.depth}, d={m.width}, C varies"].append(point)
-        if m.cardinality == 1:
-            groups[f"{run.cfg.data.dataset}, ResNet-{m.depth} (C=1), width varies"].append(point)
-    out = {}
-    for name, pts in groups.items():
-        varies = {p[2] for p in pts} if "C varies" in name else {p[3] for p in pts}
-        if len(varies) >= 2:
-            out[name] = sorted((p[0], p[1]) for p in pts)
+        point = (row["params_m"], row["final_top1"], run)
+        arch = "ResNeXt" if m.get("arch") == "cifar_resnext" else m.get("arch")
+        net = f"{run.get('data.dataset')} {arch}-{m.get('depth')}"
+        for varying, name in (("model.cardinality", f"{net}: width d={m.get('width')}, C varies"),
+                              ("model.width", f"{net}: C=1, width varies")):
+            if varying == "model.width" and m.get("cardinality") != 1:
+                continue
+            key = (varying, _family_key(run, varying))
+            groups.setdefault(key, []).append(point)
+            names[key] = name
+    out: dict[str, list[tuple[float, float, Run]]] = {}
+    for key, points in groups.items():
+        field = key[0].split(".")[1]
+        if len({p[2].cfg.model.get(field) for p in points}) < 2:
+            continue
+        name, n = names[key], 2
+        while name in out:  # the same label for families that differ elsewhere (epochs, lr, ...)
+            name, n = f"{names[key]} #{n}", n + 1
+        out[name] = sorted(points, key=lambda p: (p[0], p[1]))
     return out
 
 
-def fig7(runs, rows, out: Path) -> bool:
+def fig7(runs: list[Run], rows: list[dict], out: Path) -> bool:
+    """Test error vs parameters, one curve per family (through the mean where seeds repeat a model);
+    hollow markers for runs not finished. False if the runs hold no CIFAR family."""
     fams = families(runs, rows)
     if not fams:
         return False
-    fig, ax = plt.subplots(figsize=SIZE, dpi=DPI)
-    for name, pts in fams.items():
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name)
+    status = {id(run): row["status"] for run, row in zip(runs, rows)}
+    fig, ax = _figure()
+    for i, (name, points) in enumerate(fams.items()):
+        color = _color(i, len(fams))
+        by_x: dict[float, list[float]] = {}
+        for x, y, _ in points:
+            by_x.setdefault(x, []).append(y)
+        xs = sorted(by_x)
+        ax.plot(xs, [statistics.mean(by_x[x]) for x in xs], "-", color=color, label=name)
+        for x, y, run in points:
+            done = status[id(run)] == "finished"
+            ax.plot([x], [y], "o", color=color, markerfacecolor=color if done else "white", markersize=6)
+            m = run.cfg.model
+            ax.annotate(f"{m.get('cardinality')}x{m.get('width')}d", (x, y), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7, color=color)
     ax.set_xlabel("parameters (M)")
-    ax.set_ylabel("test error (%)")
+    ax.set_ylabel("test top-1 error (%), final epoch")
+    ax.set_title("CIFAR test error vs model size (as the paper's Fig. 7; hollow: run not finished)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.savefig(out, dpi=DPI)
-    plt.close(fig)
+    _save(fig, out)
     return True
+
+
+#: Every figure the report draws: file name -> draw(runs, rows, path) returning whether it was drawn.
+FIGURES: dict[str, Callable[[list[Run], list[dict], Path], bool]] = {"curves.png": curves, "fig7.png": fig7}
