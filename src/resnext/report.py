@@ -19,7 +19,7 @@ import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -31,6 +31,8 @@ SKIP_DIRS = {"tb", "checkpoints"}  # parts of a run directory, never run directo
 IGNORED_SETTINGS = {"name", "data.root", "data.workers", "data.backend", "trainer.progress", "trainer.device",
                     "trainer.log_every", "trainer.checkpoint_every_minutes", "trainer.cudnn_benchmark",
                     "trainer.compile", "model.init_from"}
+#: Short names for settings in run labels (the paper's C and d); others go by their last key.
+SHORT = {"model.cardinality": "C", "model.width": "d", "data.batch_size": "batch", "trainer.epochs": "epochs"}
 #: report.csv's columns (report.md shows them too, epochs as done/planned and without the path).
 CSV_FIELDS = ["run", "path", "recipe", "model", "status", "paper_table", "paper_row", "paper_top1", "paper_top5",
               "best_top1", "best_top5", "final_top1", "final_top5", "diff_top1", "diff_top5", "params_m",
@@ -101,7 +103,7 @@ def load_run(d: Path) -> Run:
     except Exception as e:  # YAML or OS error: any way the file cannot be read is bad input
         raise ReportError(f"{d / 'config.yaml'}: unreadable ({type(e).__name__}); "
                           "expected the config.yaml a training run writes") from None
-    if not isinstance(cfg, DictConfig) or "model" not in cfg or "data" not in cfg:
+    if not isinstance(cfg, DictConfig) or not all(isinstance(cfg.get(k), DictConfig) for k in ("model", "data")):
         raise ReportError(f"{d / 'config.yaml'}: not a run's config (expected a mapping with model: and data:)")
     records = []
     metrics = d / "metrics.jsonl"
@@ -142,8 +144,8 @@ def assign_labels(runs: list[Run]) -> None:
     for name, group in by_name.items():
         flats = [flat_settings(r.cfg) for r in group]
         keys = sorted({k for f in flats for k in f if len({g.get(k) for g in flats}) > 1})
-        for r, f in zip(group, flats):
-            diff = ", ".join(f"{k.split('.')[-1]}={f.get(k, '-')}" for k in keys)
+        for r, f in zip(group, flats, strict=True):
+            diff = ", ".join(f"{SHORT.get(k, k.split('.')[-1])}={f.get(k, '-')}" for k in keys)
             r.label = f"{name} ({diff})" if diff else name
     labels = [r.label for r in runs]
     for r in runs:
@@ -162,7 +164,7 @@ def model_name(m: DictConfig) -> str:
     return name if m.get("shortcut", True) else name + ", no shortcut"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _measure(model_json: str, image_size: int) -> tuple[float, float]:
     from .models import build_model
     from .models.complexity import measure
@@ -316,12 +318,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ReportError(f"--out {args.out}: is a file; expected a folder to write the report in")
         try:
             args.out.mkdir(parents=True, exist_ok=True)
+            table, written = write_report(runs, args.out)
         except OSError as e:
-            raise ReportError(f"--out {args.out}: cannot be created ({e.strerror}); expected a writable folder")
+            raise ReportError(f"--out {args.out}: cannot write there ({e.strerror}); "
+                              "expected a writable folder") from None
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    table, written = write_report(runs, args.out)
     print(table)
     print(f"\n{len(runs)} run(s); written to {args.out}: {', '.join(written)}")
     return 0

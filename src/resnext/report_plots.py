@@ -11,13 +11,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .report import Run, flat_settings  # noqa: E402
 
 SIZE_PX = (900, 550)  # width, height of every figure in pixels
 DPI = 100
 CIFAR = ("cifar10", "cifar100")
+LEGEND_LABEL = 60  # longest legend label (characters) before it is cut with "..."
+LEGEND_INSIDE = 6  # legends with more entries go beside the axes
 MARKERS_BELOW = 30  # runs with fewer epochs than this get point markers (a 1-epoch run is otherwise invisible)
 
 
@@ -34,9 +36,20 @@ def _color(i: int, n: int):
     """The i-th of n distinct colors (tab10's first, as matplotlib's default cycle)."""
     if n <= 10:
         return plt.get_cmap("tab10")(i)
-    if n <= 20:
-        return plt.get_cmap("tab20")(i)
+    if n <= 20:  # the dark half of tab20 first: neighbours in the legend stay easy to tell apart
+        return plt.get_cmap("tab20")(2 * i if i < 10 else 2 * (i - 10) + 1)
     return plt.get_cmap("viridis")(i / (n - 1))
+
+
+def _legend(fig, ax, entries: int) -> None:
+    """Inside the axes for a few entries; for more, in a column right of narrowed axes (size unchanged)."""
+    handles, labels = ax.get_legend_handles_labels()
+    labels = [t if len(t) <= LEGEND_LABEL else t[:LEGEND_LABEL - 3] + "..." for t in labels]
+    if entries <= LEGEND_INSIDE:
+        ax.legend(handles, labels, loc="best", fontsize=8)
+    else:
+        fig.subplots_adjust(left=0.07, right=0.52)
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, borderaxespad=0)
 
 
 def curves(runs: list[Run], rows: list[dict], out: Path) -> bool:
@@ -55,14 +68,11 @@ def curves(runs: list[Run], rows: list[dict], out: Path) -> bool:
                 marker=marker, markersize=3, linewidth=1.2)
         ax.plot([e["epoch"] + 1 for e in val], [e["val_top1_err"] for e in val], "-", color=color,
                 marker=marker, markersize=3, linewidth=1.8, label=run.label)
-    style = [Line2D([], [], color="black", linestyle="-", label="val (solid)"),
-             Line2D([], [], color="black", linestyle="--", label="train (dashed)")]
-    runs_legend = ax.legend(loc="upper right", fontsize=7 if len(plotted) > 8 else 8)
-    ax.add_artist(runs_legend)
-    ax.legend(handles=style, loc="lower left", fontsize=8)
+    _legend(fig, ax, len(plotted))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epochs")
     ax.set_ylabel("top-1 error (%)")
-    ax.set_title("train and val top-1 error per epoch (as the paper's Fig. 5)")
+    ax.set_title("top-1 error per epoch (as the paper's Fig. 5): solid val, dashed train", fontsize=10)
     ax.grid(alpha=0.3)
     _save(fig, out)
     return True
@@ -85,7 +95,7 @@ def families(runs: list[Run], rows: list[dict]) -> dict[str, list[tuple[float, f
     """
     groups: dict[tuple[str, str], list[tuple[float, float, Run]]] = {}
     names: dict[tuple[str, str], str] = {}
-    for run, row in zip(runs, rows):
+    for run, row in zip(runs, rows, strict=True):
         m = run.cfg.model
         if (run.get("data.dataset") not in CIFAR or m.get("arch") not in ("cifar_resnext", "resnext")
                 or row["final_top1"] is None or row["params_m"] is None):
@@ -118,7 +128,7 @@ def fig7(runs: list[Run], rows: list[dict], out: Path) -> bool:
     fams = families(runs, rows)
     if not fams:
         return False
-    status = {id(run): row["status"] for run, row in zip(runs, rows)}
+    status = {id(run): row["status"] for run, row in zip(runs, rows, strict=True)}
     fig, ax = _figure()
     for i, (name, points) in enumerate(fams.items()):
         color = _color(i, len(fams))
@@ -135,9 +145,9 @@ def fig7(runs: list[Run], rows: list[dict], out: Path) -> bool:
                         xytext=(4, 4), fontsize=7, color=color)
     ax.set_xlabel("parameters (M)")
     ax.set_ylabel("test top-1 error (%), final epoch")
-    ax.set_title("CIFAR test error vs model size (as the paper's Fig. 7; hollow: run not finished)")
+    ax.set_title("CIFAR test error vs model size (as the paper's Fig. 7; hollow: run not finished)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(fig, ax, len(fams))
     _save(fig, out)
     return True
 
