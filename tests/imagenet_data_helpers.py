@@ -1,18 +1,41 @@
-"""Write ImageNet-layout JPEG folders whose pixels tell what they are (for data tests)."""
+"""Write ImageNet-layout JPEG folders whose pixels tell what they are, and read the pixels back (data tests)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
+from resnext.config import DataConfig
+from resnext.data import Placement
+from resnext.data.imagenet_folder import MEAN, STD
 
-def coordinate_image(w: int, h: int) -> Image.Image:
-    """R encodes x, G encodes y (0..255 across the image), B is constant."""
-    x = np.linspace(0, 255, w)[None, :].repeat(h, 0)
-    y = np.linspace(0, 255, h)[:, None].repeat(w, 1)
-    return Image.fromarray(np.stack([x, y, np.full_like(x, 128)], -1).round().astype(np.uint8))
+
+def cfg(root, backend: str, **kw):
+    """A small data config: 32-pixel crops, jitter and lighting off unless asked."""
+    base = dict(dataset="imagenet", root=str(root), backend=backend, batch_size=4, image_size=32, val_resize=36,
+                val_crop=32, workers=1, color_jitter=0.0, lighting=0.0)
+    return OmegaConf.merge(OmegaConf.structured(DataConfig), {**base, **kw})
+
+
+def place(rank: int = 0, world: int = 1, seed: int = 0, cl: bool = False, dtype=torch.float32) -> Placement:
+    return Placement(rank, world, torch.device("cpu"), dtype, cl, seed)
+
+
+def pixels(x: torch.Tensor) -> torch.Tensor:
+    """Normalized NCHW batch back to 0..255 RGB values (float)."""
+    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1) * 255
+    return x.float() * std + mean
+
+
+def ids(x: torch.Tensor) -> list[int]:
+    """Image indices of an index_folder batch."""
+    p = (pixels(x).mean(dim=(2, 3)) / 8).round().long()
+    return (p[:, 0] + 32 * p[:, 1]).tolist()
 
 
 def index_folder(root: Path, n_train: int, n_val: int, classes: int = 3, size=(48, 36)) -> Path:
@@ -26,10 +49,34 @@ def index_folder(root: Path, n_train: int, n_val: int, classes: int = 3, size=(4
     return root
 
 
+def coordinate_image(w: int, h: int) -> Image.Image:
+    """R encodes x, G encodes y (0..255 across the image), B is constant."""
+    x = np.linspace(0, 255, w)[None, :].repeat(h, 0)
+    y = np.linspace(0, 255, h)[:, None].repeat(w, 1)
+    return Image.fromarray(np.stack([x, y, np.full_like(x, 128)], -1).round().astype(np.uint8))
+
+
 def coordinate_folder(root: Path, n: int, size=(200, 150)) -> Path:
+    """n coordinate images in one class, in train/ and val/."""
     for split in ("train", "val"):
         d = root / split / "c0"
         d.mkdir(parents=True, exist_ok=True)
         for i in range(n):
             coordinate_image(*size).save(d / f"{i:04d}.JPEG", quality=100)
     return root
+
+
+def crop_boxes(x: torch.Tensor, w: int, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(area fractions, aspect ratios w/h, mirrored flags) of the source boxes a batch of
+    coordinate_image crops came from (the first and last column/row give the box's edges)."""
+    s = x.shape[-1]
+    areas, aspects, mirrored = [], [], []
+    for img in pixels(x):
+        xs = img[0].mean(0).numpy() / 255 * (w - 1)  # column -> source x
+        ys = img[1].mean(1).numpy() / 255 * (h - 1)  # row -> source y
+        cw = abs(xs[-1] - xs[0]) * s / (s - 1)  # centers of the first and last output pixels are s-1 apart
+        ch = abs(ys[-1] - ys[0]) * s / (s - 1)
+        areas.append(cw * ch / (w * h))
+        aspects.append(cw / ch)
+        mirrored.append(xs[-1] < xs[0])
+    return np.array(areas), np.array(aspects), np.array(mirrored)

@@ -5,113 +5,152 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .base import DataError, Placement
-from .imagenet_folder import EIGVAL, EIGVEC, MEAN, STD, Split, train_indices
-from .memory import batch_seed, shard_bounds
+from .imagenet_augment import AugConfig, draw, image_size, sample_seed
+from .imagenet_folder import MEAN, STD, Split, epoch_plan
+from .memory import shard_bounds
 
-# nvJPEG buffer hints sized for ImageNet (largest images ~ 4k x 3k): avoid reallocations mid-epoch
+# nvJPEG buffer hints sized for ImageNet's largest images (the values of NVIDIA's ImageNet DALI
+# examples): buffers are allocated once, not grown mid-epoch; the preallocate hints feed the A100+
+# hardware JPEG decoder.
 DEVICE_MEMORY_PADDING = 211025920
 HOST_MEMORY_PADDING = 140544512
+PREALLOCATE_WIDTH, PREALLOCATE_HEIGHT = 5980, 6430
 
 
-def _dali():
+class Source:
+    """DALI external source: the next batch of encoded files and labels, and for training each sample's
+    augmentation (crop box, mirror, jitter factors, lighting-shifted mean) from imagenet_augment.
+
+    Reading the files here (not in DALI's file reader) is what lets the crop box come from our
+    generator: it needs the image size, which the JPEG header gives."""
+
+    def __init__(self, split: Split, cfg, batch: int, train: bool) -> None:
+        self.split, self.aug, self.batch, self.train = split, AugConfig.of(cfg), batch, train
+        self.start([], [])
+
+    def start(self, indices: list[int], positions: list[int], seed: int = 0, epoch: int = 0) -> None:
+        """Serve ``indices`` (into the split) from the next call on; training draws each sample's
+        augmentation from (seed, epoch, its position in the epoch's permutation)."""
+        self.indices, self.positions, self.seed, self.epoch, self.cursor = indices, positions, seed, epoch, 0
+
+    def __call__(self) -> tuple:
+        lo = self.cursor
+        if lo >= len(self.indices):
+            raise StopIteration
+        self.cursor = hi = min(lo + self.batch, len(self.indices))
+        idx = self.indices[lo:hi]
+        files = [self.split.files[i] for i in idx]
+        data = []
+        for f in files:
+            try:
+                data.append(np.fromfile(f, dtype=np.uint8))
+            except OSError as e:
+                raise DataError(f"{f}: cannot be read ({e.strerror or type(e).__name__})") from None
+        labels = np.array([self.split.labels[i] for i in idx], dtype=np.int32)
+        if not self.train:
+            return data, labels
+        n = len(idx)
+        box, mirror = np.empty((n, 4), np.float32), np.empty(n, np.int32)
+        jitter, mean = np.empty((n, 3), np.float32), np.empty((n, 3), np.float32)
+        for k, (f, d) in enumerate(zip(files, data)):
+            try:
+                w, h = image_size(d)
+            except ValueError as e:
+                raise DataError(f"{f}: {e}; run `python -m resnext.data verify ROOT` to list every such file") from None
+            a = draw(sample_seed(self.seed, self.epoch, self.positions[lo + k]), w, h, self.aug)
+            box[k] = (a.x, a.y, a.w, a.h)
+            mirror[k] = a.flip
+            jitter[k] = (a.brightness, a.contrast, a.saturation)
+            mean[k] = [255 * (m - s) for m, s in zip(MEAN, a.shift)]  # x + s - m = x - (m - s)
+        out = (data, labels, np.ascontiguousarray(box[:, :2]), np.ascontiguousarray(box[:, 2:]), mirror, mean)
+        return out + tuple(np.ascontiguousarray(jitter[:, i]) for i in range(3)) if self.aug.color_jitter > 0 else out
+
+
+def _jitter(images, brightness, contrast, saturation):
+    """torchvision's (PIL's) color jitter, in that order, each step stored in 8 bits as PIL does
+    (blends truncated, gray levels rounded): brightness blends with black, contrast with the image's
+    mean gray, saturation with its gray (ITU-R 601 luma). Arithmetic operators: runs on CPU and GPU."""
+    from nvidia.dali import fn, types
+    from nvidia.dali.math import floor
+
+    def u8(x, trunc=True):  # the cast rounds to nearest and saturates to [0, 255]
+        return fn.cast(floor(x) if trunc else x, dtype=types.UINT8)
+
+    def gray(x):
+        return u8(x[:, :, 0] * 0.299 + x[:, :, 1] * 0.587 + x[:, :, 2] * 0.114, trunc=False)
+
+    x = u8(images * brightness)
+    mean = floor(fn.reductions.mean(gray(x)) + 0.5)
+    x = u8(mean + contrast * (x - mean))
+    g = fn.expand_dims(gray(x), axes=[2], new_axis_names="C")
+    return u8(saturation * x + (1 - saturation) * g)  # not g + s * (x - g): x - g wraps around in uint8
+
+
+def _pipeline(source: Source, cfg, place: Placement, batch: int, gpu: bool):
+    """Train: fused decode + crop of the given box, resize, optional jitter, mirror, normalize with the
+    lighting-shifted mean. Val: decode, resize the shorter side, center crop, normalize. ``gpu``: the
+    mixed (nvJPEG) decoder and GPU operators on place.device; else DALI's CPU mode (device_id=None)."""
     from nvidia.dali import fn, pipeline_def, types
 
-    return fn, pipeline_def, types
-
-
-def _normalize(images, mirror, cfg, place: Placement, crop: int | None, lighting_mean=None):
-    """crop_mirror_normalize to the delivery dtype and layout; ``lighting_mean`` is a per-sample mean."""
-    fn, _, types = _dali()
+    device_id = (place.device.index if place.device.index is not None else torch.cuda.current_device()) if gpu else None
+    decoder = dict(device="mixed", device_memory_padding=DEVICE_MEMORY_PADDING,
+                   host_memory_padding=HOST_MEMORY_PADDING) if gpu else dict(device="cpu")
+    layout = "HWC" if place.channels_last else "CHW"
     dtype = types.FLOAT16 if place.dtype == torch.float16 else types.FLOAT
-    kwargs = {"crop": (crop, crop)} if crop else {}
-    return fn.crop_mirror_normalize(
-        images, dtype=dtype, output_layout="HWC" if place.channels_last else "CHW",
-        mean=lighting_mean if lighting_mean is not None else [255 * m for m in MEAN],
-        std=[255 * s for s in STD], mirror=mirror, **kwargs)
+    std = [255 * s for s in STD]
 
-
-def _lighting_mean(strength: float):
-    """AlexNet PCA lighting as a per-sample shift of the normalization mean: x + s - m = x - (m - s)."""
-    fn, _, types = _dali()
-    alpha = fn.random.normal(shape=[3], stddev=strength)
-    a = [alpha[i] * (255 * EIGVAL[i]) for i in range(3)]
-    shift = [EIGVEC[c][0] * a[0] + EIGVEC[c][1] * a[1] + EIGVEC[c][2] * a[2] for c in range(3)]
-    return fn.stack(*[255 * MEAN[c] - shift[c] for c in range(3)])
-
-
-def train_pipeline(files: list[str], labels: list[int], cfg, place: Placement, batch: int, seed: int):
-    """Random-area/aspect crop fused with decoding, resize, optional jitter/lighting, flip, normalize."""
-    fn, pipeline_def, types = _dali()
-    gpu = place.device.type == "cuda" and cfg.backend != "dali_cpu"
-    threads = max(1, cfg.workers)
-
-    @pipeline_def(batch_size=batch, num_threads=threads, device_id=place.device.index if gpu else None,
-                  seed=seed, prefetch_queue_depth=2)
-    def pipe():
-        jpegs, lab = fn.readers.file(files=files, labels=labels, random_shuffle=False, pad_last_batch=False,
-                                     name="reader")
-        crop_args = dict(random_area=[cfg.min_area, 1.0], random_aspect_ratio=[cfg.min_aspect, 1 / cfg.min_aspect],
-                         num_attempts=100, output_type=types.RGB)
-        if gpu:
-            images = fn.decoders.image_random_crop(jpegs, device="mixed", device_memory_padding=DEVICE_MEMORY_PADDING,
-                                                   host_memory_padding=HOST_MEMORY_PADDING, **crop_args)
-        else:
-            images = fn.decoders.image_random_crop(jpegs, device="cpu", **crop_args)
+    @pipeline_def(batch_size=batch, num_threads=max(1, cfg.workers), device_id=device_id, prefetch_queue_depth=2)
+    def train():
+        jitter = cfg.color_jitter > 0
+        jpegs, labels, anchor, shape, mirror, mean, *bcs = fn.external_source(
+            source=source, num_outputs=9 if jitter else 6, batch=True)
+        hints = dict(preallocate_width_hint=PREALLOCATE_WIDTH, preallocate_height_hint=PREALLOCATE_HEIGHT) if gpu else {}
+        images = fn.decoders.image_slice(jpegs, anchor, shape, axis_names="WH", normalized_anchor=False,
+                                         normalized_shape=False, output_type=types.RGB, adjust_orientation=False,
+                                         **decoder, **hints)
         images = fn.resize(images, resize_x=cfg.image_size, resize_y=cfg.image_size,
                            interp_type=types.INTERP_LINEAR, antialias=True)
-        if cfg.color_jitter > 0:
-            j = cfg.color_jitter
-            images = fn.color_twist(images, brightness=fn.random.uniform(range=[1 - j, 1 + j]),
-                                    contrast=fn.random.uniform(range=[1 - j, 1 + j]),
-                                    saturation=fn.random.uniform(range=[1 - j, 1 + j]))
-        mean = _lighting_mean(cfg.lighting) if cfg.lighting > 0 else None
-        mirror = fn.random.coin_flip(probability=0.5) if cfg.flip else 0
-        out = _normalize(images, mirror, cfg, place, None, mean)
-        return out, (lab.gpu() if gpu else lab)
+        if jitter:
+            images = _jitter(images, *bcs)
+        images = fn.crop_mirror_normalize(images, dtype=dtype, output_layout=layout, mean=mean, std=std,
+                                          mirror=mirror)
+        return images, labels.gpu() if gpu else labels
 
-    return pipe()
+    @pipeline_def(batch_size=batch, num_threads=max(1, cfg.workers), device_id=device_id, prefetch_queue_depth=2)
+    def val():
+        jpegs, labels = fn.external_source(source=source, num_outputs=2, batch=True)
+        images = fn.decoders.image(jpegs, output_type=types.RGB, adjust_orientation=False, **decoder)
+        images = fn.resize(images, resize_shorter=cfg.val_resize, interp_type=types.INTERP_LINEAR, antialias=True)
+        images = fn.crop_mirror_normalize(images, dtype=dtype, output_layout=layout, crop=(cfg.val_crop, cfg.val_crop),
+                                          mean=[255 * m for m in MEAN], std=std)
+        return images, labels.gpu() if gpu else labels
 
-
-def val_pipeline(files: list[str], labels: list[int], cfg, place: Placement, batch: int):
-    """Decode, resize the shorter side to val_resize, center crop val_crop, normalize."""
-    fn, pipeline_def, types = _dali()
-    gpu = place.device.type == "cuda" and cfg.backend != "dali_cpu"
-
-    @pipeline_def(batch_size=batch, num_threads=max(1, cfg.workers), device_id=place.device.index if gpu else None,
-                  seed=place.seed)
-    def pipe():
-        jpegs, lab = fn.readers.file(files=files, labels=labels, random_shuffle=False, pad_last_batch=True,
-                                     name="reader")
-        images = fn.decoders.image(jpegs, device="mixed" if gpu else "cpu", output_type=types.RGB)
-        images = fn.resize(images, resize_shorter=cfg.val_resize, interp_type=types.INTERP_TRIANGULAR,
-                           antialias=True)
-        out = _normalize(images, 0, cfg, place, cfg.val_crop)
-        return out, (lab.gpu() if gpu else lab)
-
-    return pipe()
+    return train() if source.train else val()
 
 
 class DaliLoader:
-    """A Loader over DALI pipelines. Training builds each epoch's pipeline from an explicit file list
-    (the epoch's permutation of (seed, epoch), this rank's share), so order and resume are exact;
-    evaluation reads this rank's contiguous shard once, its last batch partial."""
+    """A Loader over one DALI pipeline, kept for the loader's life. Training: each epoch this rank's
+    share of the (seed, epoch) permutation, every sample augmented by its own (seed, epoch, position)
+    draw. Evaluation: this rank's contiguous shard, in order, its last batch partial."""
 
-    def __init__(self, split: Split, cfg, place: Placement, batch: int, train: bool) -> None:
-        self.split, self.cfg, self.place, self.batch, self.train = split, cfg, place, batch, train
+    def __init__(self, split: Split, cfg, place: Placement, batch: int, train: bool, gpu: bool) -> None:
+        self.split, self.cfg, self.place, self.batch, self.train, self.gpu = split, cfg, place, batch, train, gpu
         n = len(split)
         if train:
             self.steps = n // (batch * place.world_size)
             self.num_samples = self.steps * batch
         else:
-            lo, hi = shard_bounds(n, place.rank, place.world_size)
-            self.lo, self.hi = lo, hi
-            self.num_samples = hi - lo
+            self.lo, self.hi = shard_bounds(n, place.rank, place.world_size)
+            self.num_samples = self.hi - self.lo
             self.steps = -(-self.num_samples // batch)
+        self.source = Source(split, cfg, batch, train)
         self.epoch, self.start_step = 0, 0
-        self._val_iter = None
+        self._it = None  # DALIGenericIterator, reused while each epoch runs to its end
+        self._clean = False  # the last epoch ran to its end: the pipeline can start the next one
 
     def __len__(self) -> int:
         return self.steps
@@ -119,69 +158,60 @@ class DaliLoader:
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         self.epoch, self.start_step = epoch, start_step
 
-    def _iterator(self):
-        from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+    def plan(self) -> tuple[list[int], list[int]]:
+        """(sample indices, positions in the epoch's permutation) this rank serves from batch start_step."""
+        if not self.train:
+            return list(range(self.lo + self.start_step * self.batch, self.hi)), []
+        return epoch_plan(len(self.split), self.batch, self.place, self.epoch, self.start_step)
 
-        p = self.place
-        if self.train:
-            idx = train_indices(len(self.split), self.batch, p.rank, p.world_size, p.seed, self.epoch,
-                                self.start_step)
-            files = [self.split.files[i] for i in idx]
-            labels = [self.split.labels[i] for i in idx]
-            # augmentation draws: a function of (seed, epoch, rank, start step)
-            seed = batch_seed(p.seed, self.epoch, self.start_step, p.rank) % (2**31 - 1)
-            pipe = train_pipeline(files, labels, self.cfg, p, self.batch, seed)
-            policy = LastBatchPolicy.DROP
-        else:
-            if self._val_iter is not None:
-                self._val_iter.reset()
-                return self._val_iter
-            pipe = val_pipeline(self.split.files[self.lo:self.hi], self.split.labels[self.lo:self.hi],
-                                self.cfg, p, self.batch)
-            policy = LastBatchPolicy.PARTIAL
+    def _start(self, indices: list[int], positions: list[int]):
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator
+
+        self.source.start(indices, positions, self.place.seed, self.epoch)
+        if self._it is not None and self._clean:
+            self._it.reset()  # prefetches the new epoch's first batches
+            return self._it
+        self._it = None
+        pipe = _pipeline(self.source, self.cfg, self.place, self.batch, self.gpu)
         pipe.build()
-        it = DALIGenericIterator(pipe, ["images", "labels"], reader_name="reader", last_batch_policy=policy,
-                                 auto_reset=False)
-        if not self.train:
-            self._val_iter = it
-        return it
-
-    def _files(self) -> list[str]:
-        if not self.train:
-            return self.split.files[self.lo:self.hi]
-        p = self.place
-        idx = train_indices(len(self.split), self.batch, p.rank, p.world_size, p.seed, self.epoch, self.start_step)
-        return [self.split.files[i] for i in idx]
+        self._it = DALIGenericIterator(pipe, ["images", "labels"], size=-1, auto_reset=False)
+        return self._it
 
     def _bad_file(self, step: int, error: Exception) -> DataError:
-        """Name the file that broke decoding: check the batches around the failing one."""
-        from .tools import _problem
+        """Name the file that broke decoding: check the batches around the failing one first."""
+        from .tools import problem
 
-        files = self._files()
-        for f in files[max(0, step - 1) * self.batch:(step + 4) * self.batch] + files:
-            why = _problem(Path(f))
+        files = [self.split.files[i] for i in self.source.indices]
+        for f in files[max(0, step - 1) * self.batch:(step + 3) * self.batch] + files:
+            why = problem(Path(f))
             if why:
                 return DataError(f"{f}: {why}; run `python -m resnext.data verify ROOT` to list every such file")
-        first = next((ln for ln in str(error).splitlines() if "failure" in ln or "rror" in ln), str(error)[:200])
-        return DataError(f"DALI could not read a file of {Path(files[0]).parents[1]}: {first.strip()}")
+        first = next((ln for ln in str(error).splitlines() if "rror" in ln), str(error)[:200])
+        return DataError(f"DALI could not decode a file under {Path(files[0]).parents[1]}: {first.strip()}")
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if (self.steps - self.start_step if self.train else self.num_samples) <= 0:
+        indices, positions = self.plan()
+        if not indices:
             return
-        dev = self.place.device
-        it, step = None, 0
+        dev, dtype = self.place.device, self.place.dtype
+        self._clean, it, step = False, None, 0
         while True:
             try:
-                it = it or self._iterator()  # the iterator decodes its first batches when created
+                if it is None:
+                    it = self._start(indices, positions)  # decodes the first batches when (re)started
                 out = next(it)
             except StopIteration:
+                self._clean = True
                 return
+            except DataError:
+                self._it = None
+                raise
             except RuntimeError as e:  # a file DALI cannot decode: name it
-                self._val_iter = None
+                self._it = None
                 raise self._bad_file(step, e) from None
             step += 1
             x, y = out[0]["images"], out[0]["labels"]
             if self.place.channels_last:
                 x = x.permute(0, 3, 1, 2)  # NHWC memory, NCHW view
-            # dali_cpu feeding a GPU: one pinned-free async copy per batch
-            yield x.to(dev, non_blocking=True), y.view(-1).to(dev, torch.int64, non_blocking=True)
+            # dali_cpu feeding a GPU: the copy happens here (DALI's CPU output is not pinned)
+            yield x.to(dev, dtype, non_blocking=True), y.view(-1).to(dev, torch.int64, non_blocking=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from .base import DataError, Loaders, Placement
@@ -10,12 +11,28 @@ from .imagenet_folder import scan_root
 BACKENDS = ("dali_gpu", "dali_cpu", "torch")
 
 
+def _have_dali() -> bool:
+    try:
+        return importlib.util.find_spec("nvidia.dali") is not None
+    except ModuleNotFoundError:  # no `nvidia` namespace package at all
+        return False
+
+
 def pick_backend(backend: str, place: Placement) -> str:
-    """auto: DALI decoding on the GPU when training on one, else DALI's CPU mode."""
+    """auto: DALI decoding on the GPU when training on one, else DALI's CPU mode; torchvision where
+    DALI is not installed (e.g. a platform without a DALI wheel)."""
     if backend == "auto":
+        if not _have_dali():
+            return "torch"
         return "dali_gpu" if place.device.type == "cuda" else "dali_cpu"
     if backend not in BACKENDS:
         raise DataError(f"data.backend={backend!r} cannot read ImageNet folders; choose auto, {', '.join(BACKENDS)}")
+    if backend == "dali_gpu" and place.device.type != "cuda":
+        raise DataError(f"data.backend=dali_gpu needs a CUDA training device (this run trains on {place.device}); "
+                        "use dali_cpu or auto")
+    if backend.startswith("dali") and not _have_dali():
+        raise DataError(f"data.backend={backend} needs NVIDIA DALI (pip install nvidia-dali-cuda120); "
+                        "or use data.backend=torch")
     return backend
 
 
@@ -25,12 +42,19 @@ def build_imagenet(cfg, place: Placement) -> Loaders:
     backend = pick_backend(cfg.backend, place)
     w = place.world_size
     batch, eval_batch = cfg.batch_size // w, (cfg.eval_batch_size or cfg.batch_size) // w
+    if batch < 1 or eval_batch < 1:
+        raise DataError(f"data.batch_size={cfg.batch_size}, data.eval_batch_size={cfg.eval_batch_size}: "
+                        f"each of the {w} ranks needs at least one image per batch")
     if len(train) < batch * w:
         raise DataError(f"{Path(cfg.root) / 'train'}: {len(train)} images, fewer than one global batch "
                         f"(data.batch_size={cfg.batch_size})")
     if backend == "torch":
-        from .imagenet_torch import TorchLoader as Loader
+        from .imagenet_torch import TorchLoader
+
+        loaders = TorchLoader(train, cfg, place, batch, True), TorchLoader(val, cfg, place, eval_batch, False)
     else:
-        from .dali import DaliLoader as Loader
-    return Loaders(Loader(train, cfg, place, batch, True), Loader(val, cfg, place, eval_batch, False),
-                   len(train.classes), len(train), len(val))
+        from .dali import DaliLoader
+
+        gpu = backend == "dali_gpu"
+        loaders = DaliLoader(train, cfg, place, batch, True, gpu), DaliLoader(val, cfg, place, eval_batch, False, gpu)
+    return Loaders(*loaders, len(train.classes), len(train), len(val))

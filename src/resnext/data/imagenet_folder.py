@@ -93,10 +93,13 @@ def scan_root(root: str | None, file_list: str | None = None) -> tuple[Split, Sp
     r = Path(root).expanduser()
     if not r.is_dir():
         raise DataError(f"{r}: data.root does not exist; expected a folder holding train/ and val/")
-    train = scan_split(r, "train")
-    val = scan_split(r, "val", train.classes)
-    if file_list:
-        train = read_file_list(r, file_list, train.classes)
+    try:
+        train = scan_split(r, "train")
+        val = scan_split(r, "val", train.classes)
+        if file_list:
+            train = read_file_list(r, file_list, train.classes)
+    except OSError as e:  # an unreadable folder or list
+        raise DataError(f"{e.filename}: cannot be read ({e.strerror}); the data root must be readable") from None
     return train, val
 
 
@@ -107,12 +110,18 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return epoch_permutation(n, seed, epoch)
 
 
-def train_indices(n: int, batch: int, rank: int, world: int, seed: int, epoch: int, start_step: int) -> list[int]:
-    """This rank's sample indices for the epoch from batch ``start_step`` on (remainder dropped)."""
-    perm = epoch_order(n, seed, epoch)
+def train_positions(n: int, batch: int, rank: int, world: int, start_step: int = 0) -> list[int]:
+    """Positions in the epoch's permutation that this rank serves from batch ``start_step`` on: step k
+    of rank r is positions [k*G + r*batch, k*G + (r+1)*batch) with G = batch * world; the remainder
+    n - (n // G) * G is dropped."""
     glob = batch * world
-    out: list[int] = []
-    for step in range(start_step, n // glob):
-        lo = step * glob + rank * batch
-        out += perm[lo:lo + batch].tolist()
-    return out
+    return [p for step in range(start_step, n // glob)
+            for p in range(step * glob + rank * batch, step * glob + (rank + 1) * batch)]
+
+
+def epoch_plan(n: int, batch: int, place, epoch: int, start_step: int = 0) -> tuple[list[int], list[int]]:
+    """(sample indices, their positions in the epoch's permutation) that ``place``'s rank trains on in
+    ``epoch`` from batch ``start_step`` on; the positions seed each sample's augmentation."""
+    perm = epoch_order(n, place.seed, epoch).tolist()
+    pos = train_positions(n, batch, place.rank, place.world_size, start_step)
+    return [perm[i] for i in pos], pos

@@ -3,74 +3,104 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torchvision import transforms as T
+from torchvision.transforms import functional as F
 
-from .base import Placement
-from .imagenet_folder import EIGVAL, EIGVEC, MEAN, STD, Split, train_indices
-from .memory import batch_seed, shard_bounds
-
-
-class Lighting:
-    """AlexNet PCA lighting noise on a [0, 1] CHW tensor (fb.resnet.torch's)."""
-
-    def __init__(self, strength: float) -> None:
-        self.strength = strength
-        self.vec = torch.tensor(EIGVEC)
-        self.val = torch.tensor(EIGVAL)
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        alpha = torch.randn(3) * self.strength
-        return img + (self.vec @ (alpha * self.val)).view(3, 1, 1)
+from .base import DataError, Placement
+from .imagenet_augment import AugConfig, draw, sample_seed
+from .imagenet_folder import MEAN, STD, Split, epoch_plan
+from .memory import shard_bounds
 
 
-def train_transform(cfg) -> T.Compose:
-    steps = [T.RandomResizedCrop(cfg.image_size, scale=(cfg.min_area, 1.0), ratio=(cfg.min_aspect, 1 / cfg.min_aspect))]
-    if cfg.flip:
-        steps.append(T.RandomHorizontalFlip())
-    if cfg.color_jitter > 0:
-        steps.append(T.ColorJitter(cfg.color_jitter, cfg.color_jitter, cfg.color_jitter))
-    steps.append(T.ToTensor())
-    if cfg.lighting > 0:
-        steps.append(Lighting(cfg.lighting))
-    steps.append(T.Normalize(MEAN, STD))
-    return T.Compose(steps)
+class TrainTransform:
+    """Crop the drawn box and resize it to image_size (PIL's antialiased bilinear, as torchvision's
+    RandomResizedCrop), mirror, jitter brightness/contrast/saturation (torchvision's definitions, those
+    of fb.resnet.torch), PCA lighting, normalize. All parameters come from imagenet_augment.draw."""
+
+    def __init__(self, cfg) -> None:
+        self.aug, self.size = AugConfig.of(cfg), int(cfg.image_size)
+        self.jitter, self.lighting = cfg.color_jitter > 0, cfg.lighting > 0
+
+    def __call__(self, img: Image.Image, seed: int) -> torch.Tensor:
+        a = draw(seed, img.width, img.height, self.aug)
+        img = img.resize((self.size, self.size), Image.BILINEAR, box=(a.x, a.y, a.x + a.w, a.y + a.h))
+        if a.flip:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        if self.jitter:
+            img = F.adjust_saturation(F.adjust_contrast(F.adjust_brightness(img, a.brightness), a.contrast),
+                                      a.saturation)
+        x = F.to_tensor(img)
+        if self.lighting:
+            x += torch.tensor(a.shift).view(3, 1, 1)
+        return F.normalize(x, MEAN, STD)
 
 
-def val_transform(cfg) -> T.Compose:
-    return T.Compose([T.Resize(cfg.val_resize), T.CenterCrop(cfg.val_crop), T.ToTensor(), T.Normalize(MEAN, STD)])
+def val_transform(cfg):
+    """Resize the shorter side to val_resize (antialiased bilinear), center crop val_crop, normalize."""
+
+    resize, crop = int(cfg.val_resize), int(cfg.val_crop)
+
+    def apply(img: Image.Image, seed: int = 0) -> torch.Tensor:
+        img = F.center_crop(F.resize(img, resize, F.InterpolationMode.BILINEAR, antialias=True), crop)
+        return F.normalize(F.to_tensor(img), MEAN, STD)
+
+    return apply
 
 
 class Files(Dataset):
-    def __init__(self, split: Split, transform) -> None:
-        self.split, self.transform = split, transform
+    """Images of a split; an item is (index, augmentation seed), as IndexSampler yields them. A file that
+    cannot be decoded comes back as a blank image with label -1 - index (an exception raised in a
+    worker would cost a traceback and a stuck worker): TorchLoader turns it into a DataError."""
+
+    def __init__(self, split: Split, transform, side: int) -> None:
+        self.split, self.transform, self.side = split, transform, side
 
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, i: int):
-        with Image.open(self.split.files[i]) as im:
-            return self.transform(im.convert("RGB")), self.split.labels[i]
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        i, seed = item
+        path = self.split.files[i]
+        try:
+            with Image.open(path) as im:
+                img = im.convert("RGB")
+        except Exception:  # PIL raises many types for a bad file
+            return torch.zeros(3, self.side, self.side), -1 - i
+        return self.transform(img, seed), self.split.labels[i]
 
 
-class IndexSampler(Sampler[int]):
-    """Yields a list of indices set per epoch (the shared epoch order, or an evaluation shard)."""
+class IndexSampler(Sampler):
+    """Yields (index, seed) pairs set per epoch: the shared epoch order with per-position augmentation
+    seeds, or an evaluation shard (seed 0). Seeds travel with the indices, so persistent workers need
+    no per-epoch state."""
 
     def __init__(self) -> None:
         self.indices: list[int] = []
+        self.positions: list[int] | None = None
+        self.seed = self.epoch = 0
 
     def __iter__(self):
-        return iter(self.indices)
+        if self.positions is None:
+            return ((i, 0) for i in self.indices)
+        return ((i, sample_seed(self.seed, self.epoch, p)) for i, p in zip(self.indices, self.positions))
 
     def __len__(self) -> int:
         return len(self.indices)
 
 
+def _bad_file(path: str) -> DataError:
+    from .tools import problem
+
+    why = problem(Path(path)) or "not decodable"
+    return DataError(f"{path}: {why}; run `python -m resnext.data verify ROOT` to list every such file")
+
+
 class TorchLoader:
-    """A Loader over a torchvision DataLoader (workers, pinned memory on CUDA, persistent workers)."""
+    """A Loader over a torch DataLoader (workers, pinned memory on CUDA, persistent workers)."""
 
     def __init__(self, split: Split, cfg, place: Placement, batch: int, train: bool) -> None:
         self.split, self.place, self.batch, self.train = split, place, batch, train
@@ -83,29 +113,31 @@ class TorchLoader:
             self.lo, self.hi = shard_bounds(n, place.rank, place.world_size)
             self.num_samples = self.hi - self.lo
             self.steps = -(-self.num_samples // batch)
-        self.generator = torch.Generator()
         workers = max(0, cfg.workers)
-        self.loader = DataLoader(Files(split, train_transform(cfg) if train else val_transform(cfg)),
+        files = Files(split, TrainTransform(cfg), cfg.image_size) if train else Files(split, val_transform(cfg),
+                                                                                    cfg.val_crop)
+        self.loader = DataLoader(files,
                                  batch_size=batch, sampler=self.sampler, num_workers=workers,
-                                 pin_memory=place.device.type == "cuda", persistent_workers=workers > 0,
-                                 drop_last=train, generator=self.generator)
+                                 pin_memory=place.device.type == "cuda", persistent_workers=workers > 0)
         self.set_epoch(0)
 
     def __len__(self) -> int:
         return self.steps
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
-        p = self.place
+        s, p = self.sampler, self.place
         if self.train:
-            self.sampler.indices = train_indices(len(self.split), self.batch, p.rank, p.world_size, p.seed, epoch,
-                                                 start_step)
+            s.indices, s.positions = epoch_plan(len(self.split), self.batch, p, epoch, start_step)
+            s.seed, s.epoch = p.seed, epoch
         else:
-            self.sampler.indices = list(range(self.lo, self.hi))[start_step * self.batch:]
-        # worker augmentation streams derive from this generator: a function of (seed, epoch, rank, start)
-        self.generator.manual_seed(batch_seed(p.seed, epoch, start_step, p.rank))
+            s.indices, s.positions = list(range(self.lo + start_step * self.batch, self.hi)), None
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         dev, fmt = self.place.device, torch.channels_last if self.place.channels_last else torch.contiguous_format
+        if not self.sampler.indices:
+            return
         for x, y in self.loader:
+            if (y < 0).any():  # CPU labels: no device sync
+                raise _bad_file(self.split.files[-1 - int(y.min())])
             x = x.to(dev, non_blocking=True).to(dtype=self.place.dtype, memory_format=fmt)
             yield x, y.to(dev, non_blocking=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ from PIL import Image
 
 from .base import DataError
 from .imagenet_folder import IMAGE_EXTENSIONS, _class_dirs
+
+VAL_NAME = "ILSVRC2012_val_{:08d}.JPEG"  # the official val file names, numbered from 1
 
 
 def make_fake(root: Path, classes: int, per_class: int, val_per_class: int, size: tuple[int, int],
@@ -34,18 +37,23 @@ def make_fake(root: Path, classes: int, per_class: int, val_per_class: int, size
     return written
 
 
-def _problem(path: Path) -> str | None:
-    """Why an image file is unusable for training, or None."""
+def problem(path: Path) -> str | None:
+    """Why an image file is unusable for training (named by its content, not its suffix), or None."""
     try:
         with open(path, "rb") as f:
             head = f.read(8)
-        if head.startswith(b"\x89PNG"):
-            return "PNG data in a .JPEG file" if path.suffix.lower() in (".jpeg", ".jpg") else None
-        if not head.startswith(b"\xff\xd8"):
+        png = head.startswith(b"\x89PNG")
+        if path.suffix.lower() == ".png":
+            if not png:
+                return "not a PNG file"
+        elif png:
+            return f"PNG data in a {path.suffix} file"
+        elif not head.startswith(b"\xff\xd8"):
             return "not a JPEG file"
         with Image.open(path) as im:
             mode = im.mode
-            im.load()
+            im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))  # JPEG: decode at 1/8 scale
+            im.load()  # still reads every entropy-coded block: truncation and broken streams raise
         if mode == "CMYK":
             return "CMYK JPEG (decoders expect RGB or grayscale)"
     except Exception as e:  # any decoding failure is a finding, not a crash
@@ -53,57 +61,106 @@ def _problem(path: Path) -> str | None:
     return None
 
 
-def verify(root: Path) -> tuple[list[str], list[str]]:
-    """(report lines, problem lines) for an ImageNet-layout root."""
-    report, problems = [], []
-    splits = {}
+def _check(path: str) -> tuple[str, str | None]:
+    return path, problem(Path(path))
+
+
+def verify(root: Path, workers: int = 1) -> tuple[list[str], list[str]]:
+    """(report lines, problem lines) for an ImageNet-layout root: images per class and split, files
+    that are not decodable or not what their name says, empty classes, train/val class mismatch."""
+    counts: dict[str, Counter] = {}
+    problems, files = [], []
     for split in ("train", "val"):
         d = root / split
         if not d.is_dir():
             problems.append(f"{d}: missing split folder")
             continue
-        classes = _class_dirs(d)
-        counts = Counter()
-        for c in classes:
+        counts[split] = Counter()
+        for c in _class_dirs(d):
+            counts[split][c] = 0
             for e in os.scandir(d / c):
                 if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS):
-                    counts[c] += 1
-                    why = _problem(Path(e.path))
-                    if why:
-                        problems.append(f"{e.path}: {why}")
-            if counts[c] == 0:
+                    counts[split][c] += 1
+                    files.append(e.path)
+            if counts[split][c] == 0:
                 problems.append(f"{d / c}: empty class folder")
-        splits[split] = classes
-        n = sum(counts.values())
-        lo = min(counts.values(), default=0)
-        hi = max(counts.values(), default=0)
-        report.append(f"{split}: {n} images in {len(classes)} classes ({lo}..{hi} per class)")
-    if len(splits) == 2 and splits["train"] != splits["val"]:
-        only_t = sorted(set(splits["train"]) - set(splits["val"]))
-        only_v = sorted(set(splits["val"]) - set(splits["train"]))
+    files.sort()
+    if workers > 1 and len(files) > 256:
+        with get_context("fork").Pool(workers) as pool:
+            checked = list(pool.imap(_check, files, chunksize=64))
+    else:
+        checked = [_check(f) for f in files]
+    problems += [f"{f}: {why}" for f, why in checked if why]
+    names = sorted(set().union(*counts.values())) if counts else []
+    report = [f"{'class':<24} {'train':>7} {'val':>7}"]
+    report += [f"{c:<24} {counts.get('train', {}).get(c, '-'):>7} {counts.get('val', {}).get(c, '-'):>7}" for c in names]
+    for split, n in counts.items():
+        per = n.values()
+        report.append(f"{split}: {sum(per)} images in {len(n)} classes ({min(per, default=0)}..{max(per, default=0)} "
+                      "per class)")
+    if len(counts) == 2 and set(counts["train"]) != set(counts["val"]):
+        only_t = sorted(set(counts["train"]) - set(counts["val"]))
+        only_v = sorted(set(counts["val"]) - set(counts["train"]))
         problems.append(f"{root}: class mismatch: only in train {only_t[:5]}, only in val {only_v[:5]}")
     return report, problems
 
 
-def _read_labels(labels_file: Path, classes_from: Path | None) -> dict[str, str]:
-    """file name -> class folder, from "name synset" lines or one label per line (index or synset)."""
-    lines = [ln.split() for ln in labels_file.read_text().splitlines() if ln.strip()]
-    if not lines:
-        raise DataError(f"{labels_file}: empty label file")
-    if all(len(p) >= 2 for p in lines):  # "ILSVRC2012_val_00000001.JPEG n01751748" (or a CSV-like header-less list)
-        return {Path(p[0]).name if "." in p[0] else p[0] + ".JPEG": p[1].split(",")[0] for p in lines}
-    names = sorted(_class_dirs(classes_from)) if classes_from else None
+def _rows(labels_file: Path) -> list[tuple[int, str | None, str]]:
+    """(line number, file name or None, label) per line of a ground-truth file in any accepted form."""
+    rows = []
+    for n, line in enumerate(labels_file.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "," in line:  # LOC_val_solution.csv: "ImageId,PredictionString" then "NAME,SYNSET x y x y ..."
+            name, rest = (p.strip() for p in line.split(",", 1))
+            if name == "ImageId":
+                continue
+            rows.append((n, name, rest.split()[0] if rest.split() else ""))
+            continue
+        tok = line.split()
+        if tok[0] == "mkdir":  # valprep.sh: "mkdir -p SYNSET" lines, then "mv NAME SYNSET/"
+            continue
+        if tok[0] == "mv" and len(tok) == 3:
+            rows.append((n, tok[1], tok[2].rstrip("/")))
+        elif len(tok) in (1, 2):
+            rows.append((n, tok[0] if len(tok) == 2 else None, tok[-1]))
+        else:
+            raise DataError(f"{labels_file}:{n}: expected 'FILE SYNSET' or one label, got {line!r}")
+    return rows
+
+
+def read_labels(labels_file: Path, classes_from: Path | None = None) -> dict[str, str]:
+    """Val file name -> class folder. Accepted: "FILE SYNSET" lines (FILE with or without .JPEG),
+    LOC_val_solution.csv, valprep.sh's mv lines, or one label per line for ILSVRC2012_val_00000001.JPEG
+    onwards: a synset, or a 0-based index into the sorted class folders of --classes-from (not the
+    devkit's 1-based ILSVRC2012_ID, whose order is not the folders' order)."""
+    rows = _rows(labels_file)
+    if not rows:
+        raise DataError(f"{labels_file}: no labels found; expected 'FILE SYNSET' lines or one label per line")
+    if len({name is None for _, name, _ in rows}) > 1:
+        raise DataError(f"{labels_file}: mixes lines with and without file names; use one form")
+    names = _class_dirs(classes_from) if classes_from else None
+    if classes_from and not names:
+        raise DataError(f"{classes_from}: no class folders; --classes-from needs the train/ folder")
+    numeric = [int(lab) for _, _, lab in rows if lab.isdigit()]
+    if numeric and names is None:
+        raise DataError(f"{labels_file}: numeric labels need --classes-from TRAIN_DIR to name the classes")
+    if numeric and min(numeric) >= 1 and max(numeric) == len(names):
+        raise DataError(f"{labels_file}: labels run 1..{len(names)}, like the devkit's ILSVRC2012_IDs, which do "
+                        "not follow the sorted folder order; give 'FILE SYNSET' lines or 0-based indices")
     mapping = {}
-    for i, p in enumerate(lines, 1):
-        label = p[0]
-        if label.isdigit():
-            if names is None:
-                raise DataError(f"{labels_file}: numeric labels need --classes-from TRAIN_DIR to name the classes")
-            k = int(label) - (1 if min(int(q[0]) for q in lines) == 1 else 0)  # the devkit counts from 1
-            if not 0 <= k < len(names):
-                raise DataError(f"{labels_file}:{i}: label {label} outside the {len(names)} classes")
-            label = names[k]
-        mapping[f"ILSVRC2012_val_{i:08d}.JPEG"] = label
+    for k, (n, name, lab) in enumerate(rows, 1):
+        if lab.isdigit():
+            if int(lab) >= len(names):
+                raise DataError(f"{labels_file}:{n}: label {lab} outside 0..{len(names) - 1} ({classes_from})")
+            lab = names[int(lab)]
+        elif not lab or lab in (".", "..") or "/" in lab or "\\" in lab or lab.startswith("."):
+            raise DataError(f"{labels_file}:{n}: {lab!r} is not a class folder name")
+        elif names is not None and lab not in names:
+            raise DataError(f"{labels_file}:{n}: class {lab} is not a folder of {classes_from}")
+        file = VAL_NAME.format(k) if name is None else Path(name).name
+        mapping[file if Path(file).suffix else file + ".JPEG"] = lab
     return mapping
 
 
@@ -113,14 +170,14 @@ def prepare_val(val_dir: Path, labels_file: Path, classes_from: Path | None = No
         raise DataError(f"{val_dir}: not a folder; expected the flat ImageNet val folder")
     if not labels_file.is_file():
         raise DataError(f"{labels_file}: label file not found")
-    mapping = _read_labels(labels_file, classes_from)
+    mapping = read_labels(labels_file, classes_from)
     flat = sorted(e.name for e in os.scandir(val_dir) if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
     unknown = [f for f in flat if f not in mapping]
     if unknown:
         raise DataError(f"{val_dir / unknown[0]}: not in {labels_file} ({len(unknown)} such files); nothing moved")
-    for f in flat:  # all destinations must be free before the first move
+    for f in flat:  # every destination must be free before the first move
         dest = val_dir / mapping[f] / f
-        if dest.exists():
+        if dest.exists() or (val_dir / mapping[f]).is_file():
             raise DataError(f"{dest}: already exists; nothing moved")
     for f in flat:
         (val_dir / mapping[f]).mkdir(exist_ok=True)
