@@ -1,80 +1,118 @@
 #!/usr/bin/env bash
-# Submit a recipe to Slurm with a stable run directory (so requeues and resubmissions resume).
+# Submit a recipe to Slurm (slurm/train.sbatch) with a stable run directory, a job name and a log path.
+# The same recipe and overrides always map to the same run directory, so a requeue or a resubmission
+# of the same command resumes the run. Run with --help for the options.
 set -euo pipefail
+
 usage() {
   cat <<'TXT'
 usage: slurm/submit.sh RECIPE [options] [overrides...]
 
-Submits slurm/train.sbatch for recipes/RECIPE.yaml and prints the job id and where logs go.
+Submits slurm/train.sbatch for recipes/RECIPE.yaml, then prints the job id, the run directory and
+the log file. The job requeues itself when Slurm warns of its time limit (USR1, 120 s before) and
+the next start resumes from the run directory.
 
 options:
-  --nodes N           nodes (default 1)
-  --gpus-per-node G   GPUs per node, one training process each (default 8); 0 = CPU nodes
-  --nproc N           processes per node when --gpus-per-node 0 (default 1)
-  --partition P       Slurm partition (default: the cluster's default)
-  --time T            time limit, e.g. 72:00:00 (default: the partition's); the job saves and
-                      requeues itself 120 s before it
-  --run-dir DIR       run directory (default outputs/RECIPE, plus -<hash> when overrides are given)
+  --nodes N           nodes, one torchrun each (default 1)
+  --gpus-per-node G   GPUs per node, one training process per GPU (default 8);
+                      0 = CPU-only nodes: --nproc processes per node with gloo
+  --nproc N           training processes per node when --gpus-per-node is 0 (default 1)
+  --cpus-per-node C   CPU cores to reserve per node (default 8 per GPU; with 0 GPUs, --nproc)
+  --partition P       Slurm partition (default: the cluster's default partition)
+  --time T            time limit, e.g. 72:00:00 or 3-00:00:00 (default: the partition's);
+                      the job saves and requeues itself 120 s before it
+  --run-dir DIR       run directory (default outputs/RECIPE, or outputs/RECIPE-HASH where HASH
+                      is a hash of the overrides); relative paths are from the repository
   --dry-run           print the sbatch command instead of running it
-  -h, --help          this text
+  -h, --help          show this text
+
 overrides:            any train.py overrides, e.g. data.root=/data/imagenet optim.lr=0.2
 
-The same RECIPE and overrides always map to the same run directory: submitting again resumes.
+examples:
+  slurm/submit.sh resnext50_32x4d_imagenet data.root=/data/imagenet
+  slurm/submit.sh resnext101_32x4d_imagenet --nodes 4 --time 24:00:00 data.root=/data/imagenet
+  slurm/submit.sh resnext29_demo_digits --gpus-per-node 0 --nproc 2
 TXT
 }
 die() { echo "error: $*" >&2; exit 2; }
+need() { [ $# -ge 2 ] && [ -n "$2" ] || die "$1 needs a value (see --help)"; }
+whole() { [[ $2 =~ ^[0-9]+$ ]] || die "$1 must be a whole number, got '$2'"; }
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-[ $# -ge 1 ] || { usage >&2; exit 2; }
-case $1 in -h|--help) usage; exit 0 ;; -*) die "the first argument must be a recipe name (see recipes/)" ;; esac
-recipe=$1; shift
-[ -f "$root/recipes/$recipe.yaml" ] || die "unknown recipe '$recipe'; available: $(cd "$root/recipes" && ls *.yaml | sed 's/\.yaml$//' | tr '\n' ' ')"
+[ $# -ge 1 ] || die "a recipe name is needed: slurm/submit.sh RECIPE [options] [overrides...] (see --help)"
+case $1 in
+  -h|--help) usage; exit 0 ;;
+  -*) die "the first argument must be a recipe name (one of recipes/*.yaml), got '$1' (see --help)" ;;
+esac
+recipe=$1
+shift
+[ -f "$root/recipes/$recipe.yaml" ] ||
+  die "unknown recipe '$recipe' (no recipes/$recipe.yaml); available: $(cd "$root/recipes" && ls -- *.yaml | sed 's/\.yaml$//' | tr '\n' ' ')"
 
-nodes=1 gpus=8 nproc="" partition="" time="" run_dir="" dry=0 overrides=()
-need() { [ $# -ge 2 ] && [ -n "$2" ] || die "$1 needs a value"; }
-int() { [[ $2 =~ ^[0-9]+$ ]] || die "$1 must be a whole number, got '$2'"; }
+nodes=1 gpus=8 nproc="" cpus="" partition="" time="" run_dir="" dry=0
+overrides=()
 while [ $# -gt 0 ]; do
   case $1 in
-    --nodes) need "$@"; int "$1" "$2"; nodes=$2; shift 2 ;;
-    --gpus-per-node) need "$@"; int "$1" "$2"; gpus=$2; shift 2 ;;
-    --nproc) need "$@"; int "$1" "$2"; nproc=$2; shift 2 ;;
+    --nodes) need "$@"; whole "$1" "$2"; nodes=$2; shift 2 ;;
+    --gpus-per-node) need "$@"; whole "$1" "$2"; gpus=$2; shift 2 ;;
+    --nproc) need "$@"; whole "$1" "$2"; nproc=$2; shift 2 ;;
+    --cpus-per-node) need "$@"; whole "$1" "$2"; cpus=$2; shift 2 ;;
     --partition) need "$@"; partition=$2; shift 2 ;;
     --time) need "$@"; time=$2; shift 2 ;;
     --run-dir) need "$@"; run_dir=$2; shift 2 ;;
     --dry-run) dry=1; shift ;;
     -h|--help) usage; exit 0 ;;
-    --*) die "unknown option '$1' (see --help)" ;;
+    -*) die "unknown option '$1' (see --help)" ;;
     *=*) overrides+=("$1"); shift ;;
-    *) die "'$1' is neither an option nor a key=value override" ;;
+    *) die "'$1' is neither an option nor a key=value override (see --help)" ;;
   esac
 done
-[ "$nodes" -ge 1 ] || die "--nodes must be >= 1"
+[ "$nodes" -ge 1 ] || die "--nodes must be at least 1"
+[ -z "$nproc" ] || [ "$nproc" -ge 1 ] || die "--nproc must be at least 1"
+[ -z "$nproc" ] || [ "$gpus" -eq 0 ] || die "--nproc is for CPU nodes (--gpus-per-node 0); with GPUs it is one process per GPU"
+[ -z "$cpus" ] || [ "$cpus" -ge 1 ] || die "--cpus-per-node must be at least 1"
+if [ -n "$time" ] && ! [[ $time =~ ^[0-9:-]+$ ]]; then
+  die "--time takes Slurm's forms (MM, HH:MM:SS, D-HH:MM:SS), got '$time'"
+fi
+for o in ${overrides[@]+"${overrides[@]}"}; do
+  case $o in hydra.run.dir=*) die "use --run-dir DIR, not $o" ;; esac
+done
+[ "$dry" = 1 ] || command -v sbatch >/dev/null || die "sbatch not found: run this on a Slurm login node"
+
+# the run directory: the same rule as train.sbatch's own default (it prints it), made absolute
 if [ -z "$run_dir" ]; then
-  run_dir="outputs/$recipe"
-  if [ ${#overrides[@]} -gt 0 ]; then
-    run_dir="$run_dir-$(printf '%s\n' "${overrides[@]}" | sort | sha1sum | cut -c1-8)"
-  fi
+  run_dir=$(bash "$root/slurm/train.sbatch" --print-run-dir "$recipe" ${overrides[@]+"${overrides[@]}"})
 fi
 case $run_dir in /*) ;; *) run_dir="$root/$run_dir" ;; esac
-if [ "$gpus" -gt 0 ]; then nproc=${nproc:-$gpus}; else nproc=${nproc:-1}; fi
 
-args=(--parsable --job-name="resnext-$recipe" --nodes="$nodes" --output="$run_dir/slurm-%j.out")
 if [ "$gpus" -gt 0 ]; then
-  args+=(--gres="gpu:$gpus")
+  nproc=$gpus
+  cpus=${cpus:-$((8 * gpus))}
+  res=(--gres="gpu:$gpus" --cpus-per-task="$cpus")
+  what="$gpus GPU(s)"
 else
-  args+=(--gres=none --cpus-per-task="$nproc")
+  nproc=${nproc:-1}
+  cpus=${cpus:-$nproc}
+  res=(--gres=none --cpus-per-task="$cpus")
+  what="$nproc CPU process(es)"
 fi
+
+args=(--parsable --job-name="resnext-$recipe" --nodes="$nodes" "${res[@]}" --output="$run_dir/slurm-%j.out")
 [ -n "$partition" ] && args+=(--partition="$partition")
 [ -n "$time" ] && args+=(--time="$time")
+# the batch script reads these (sbatch copies the script away, so it needs to be told where the repo is)
 args+=(--export="ALL,RESNEXT_ROOT=$root,RUN_DIR=$run_dir,GPUS_PER_NODE=$gpus,NPROC_PER_NODE=$nproc")
 cmd=(sbatch "${args[@]}" "$root/slurm/train.sbatch" "$recipe" ${overrides[@]+"${overrides[@]}"})
 if [ "$dry" = 1 ]; then
-  printf '%q ' "${cmd[@]}"; echo
+  printf '%q ' "${cmd[@]}"
+  echo
   exit 0
 fi
-mkdir -p "$run_dir"
-job=$("${cmd[@]}")
-job=${job%%;*}
-echo "submitted job $job: $recipe on $nodes node(s) x $([ "$gpus" -gt 0 ] && echo "$gpus GPU(s)" || echo "$nproc CPU process(es)")"
+
+mkdir -p "$run_dir"  # Slurm opens the log there and does not create directories
+out=$("${cmd[@]}") || exit $?
+job=${out%%;*}  # --parsable prints ID or ID;CLUSTER
+echo "submitted job $job: $recipe on $nodes node(s) x $what"
 echo "run dir: $run_dir"
 echo "log:     $run_dir/slurm-$job.out"
+echo "follow:  tail -f $run_dir/slurm-$job.out; stop: scancel $job (it saves first); resume: the same command"

@@ -31,4 +31,4 @@ def test_two_launch_multinode_equals_single_launch(tmp_path):
     assert all(p.returncode == 0 for p in procs), outs
     assert records(d, "start")[0]["world_size"] == 2
     a, b = weights(ref), weights(d)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

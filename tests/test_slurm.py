@@ -1,117 +1,215 @@
-"""Real Slurm (daemons started here): submit.sh runs a recipe; a USR1 before the time limit requeues the
-job, which resumes and ends bit-identical to an uninterrupted run; a 2-node job trains as 2 processes."""
+"""slurm/submit.sh and slurm/train.sbatch on a real Slurm (daemons started by tests/slurm_cluster.py).
+
+A submitted recipe trains to the end; USR1 (Slurm's time-limit warning) makes the job save, requeue itself
+and resume to the same weights as an uninterrupted run, on one node and on two; a cancel saves and is not
+requeued, a failing start is not requeued, and the same command then resumes; bad input is refused.
+"""
 
 from __future__ import annotations
 
+import re
 import subprocess
-import time
 
 import pytest
-import slurm_cluster
 import torch
-from runs import ROOT, TINY, env, records, train, weights
+from runs import ROOT, TINY, records, train, weights
+from slurm_cluster import Cluster, cluster_or_skip, read_log
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-
-WHY = slurm_cluster.missing()
-# the same tiny run everywhere (TINY minus recipe, which submit.sh takes as its first argument)
-OVERRIDES = [o for o in TINY if not o.startswith("+recipe=") and not o.startswith("trainer.device=")] + [
-    "trainer.epochs=2", "trainer.max_steps_per_epoch=6"]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    if WHY:
-        pytest.skip(WHY)
-    c = slurm_cluster.start(tmp_path_factory.mktemp("slurm"))
-    c.env.update(env())  # one OpenMP thread per process, as in the reference runs
-    yield c
-    slurm_cluster.stop(c)
+SUBMIT = ROOT / "slurm" / "submit.sh"
+SBATCH = ROOT / "slurm" / "train.sbatch"
+RECIPE = "resnext29_demo_digits"
+# TINY without the recipe (submit.sh's first argument) and the device (train.sbatch sets cpu on CPU nodes)
+BASE = [o for o in TINY if not o.startswith(("+recipe=", "trainer.device="))]
+RUN = [*BASE, "trainer.epochs=2", "trainer.max_steps_per_epoch=8"]  # 16 steps
+STEPS = 16
+JOB_ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # one thread per trainer on the 2 shared cores
 
 
-def submit(cluster, run_dir, *extra):
-    res = subprocess.run([str(ROOT / "slurm" / "submit.sh"), "resnext29_demo_digits", "--gpus-per-node", "0",
-                          "--run-dir", str(run_dir), *extra, *OVERRIDES], capture_output=True, text=True,
-                         env=cluster.env, timeout=60)
-    assert res.returncode == 0, res.stderr
-    job = res.stdout.split()[2].rstrip(":")
-    assert f"log:     {run_dir}/slurm-{job}.out" in res.stdout
+def submit(c: Cluster, run_dir, *args: str, overrides=RUN) -> str:
+    """slurm/submit.sh on CPU nodes; returns the job id after checking what it printed."""
+    job, out = c.submit(str(SUBMIT), RECIPE, "--gpus-per-node", "0", "--run-dir", str(run_dir), *args, *overrides,
+                        env=JOB_ENV)
+    assert f"run dir: {run_dir}\n" in out and f"log:     {run_dir}/slurm-{job}.out\n" in out, out
     return job
 
 
-def log(run_dir, job):
-    p = run_dir / f"slurm-{job}.out"
-    return p.read_text() if p.exists() else ""
+def log(run_dir, job) -> str:
+    return read_log(run_dir / f"slurm-{job}.out")
+
+
+def ends(run_dir) -> list[tuple[str, int]]:
+    return [(r["status"], r["step"]) for r in records(run_dir, "end")]
+
+
+def signal_mid_run(c: Cluster, run_dir, job, *scancel_args: str, after_step: int = 3) -> None:
+    """Once the job has logged step ``after_step``, send it ``scancel *scancel_args JOB``."""
+    def mid_run():
+        try:
+            return any(r["step"] >= after_step for r in records(run_dir, "step"))
+        except (FileNotFoundError, ValueError):
+            return False
+
+    c.wait_until(mid_run, f"job {job} at step {after_step}\n{log(run_dir, job)}", timeout=300)
+    assert c.state(job) == "RUNNING"
+    c.run("scancel", *scancel_args, job)
+
+
+def assert_same_weights(a, b) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    differ = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not differ, f"{len(differ)} tensors differ, e.g. {differ[:3]}"
+
+
+def assert_steps_once(run_dir, n: int = STEPS) -> None:
+    steps = [r["step"] for r in records(run_dir, "step")]
+    assert steps == list(range(1, n + 1)), steps  # a resume neither repeats nor skips a step
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ref") / "run"
-    res = train(d, "trainer.epochs=2", "trainer.max_steps_per_epoch=6")
-    assert res.returncode == 0, res.stderr
-    return d
+def cluster():
+    """Two Slurm nodes on this host for this module (or a skip saying why not)."""
+    yield from cluster_or_skip()
 
 
-def same_weights(a, b):
-    wa, wb = weights(a), weights(b)
-    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-
-
-def test_submit_runs_recipe_to_completion(cluster, reference, tmp_path):
-    d = tmp_path / "run"
+@pytest.fixture(scope="module")
+def uninterrupted(cluster, tmp_path_factory):
+    """The tiny recipe submitted once and left alone: (run dir, job id)."""
+    d = tmp_path_factory.mktemp("uninterrupted") / "run"
     job = submit(cluster, d)
-    state = cluster.wait(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"))
-    assert state == "COMPLETED", log(d, job)
-    assert records(d, "end")[-1]["status"] == "finished"
-    assert same_weights(reference, d)
-    assert "run status: finished" in log(d, job)
+    assert cluster.wait(job) == "COMPLETED", log(d, job)
+    return d, job
 
 
-def test_usr1_requeues_resumes_and_matches_uninterrupted(cluster, reference, tmp_path):
-    d = tmp_path / "run"
-    job = submit(cluster, d)
-    end = time.time() + 300
-    while time.time() < end:  # wait until training is mid-way
-        try:
-            if any(r["step"] >= 3 for r in records(d, "step")):
-                break
-        except (FileNotFoundError, ValueError):
-            pass
-        time.sleep(0.2)
-    cluster.run("scancel", "--signal=USR1", "--batch", job)
-    cluster.wait(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout=600)
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_submit_trains_the_recipe_to_completion(cluster, uninterrupted, tmp_path):
+    d, job = uninterrupted
+    assert ends(d) == [("finished", STEPS)]
+    assert_steps_once(d)
     text = log(d, job)
-    assert cluster.state(job) == "COMPLETED", text
-    assert "got USR1" in text and "requeueing job" in text, text
+    assert "run status: finished" in text and "requeueing" not in text, text
+    assert cluster.restarts(job) == 0
+    assert cluster.job(job)["JobName"] == f"resnext-{RECIPE}"
+    start = records(d, "start")[0]
+    assert start["world_size"] == 1 and start["device"] == "cpu"
+    # the Slurm job trains exactly what the same command trains without Slurm
+    local = tmp_path / "local"
+    res = train(local, *RUN)
+    assert res.returncode == 0, res.stderr
+    assert_same_weights(local, d)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_usr1_saves_requeues_and_resumes_to_the_uninterrupted_weights(cluster, uninterrupted, tmp_path):
+    d = tmp_path / "run"
+    job = submit(cluster, d)
+    signal_mid_run(cluster, d, job, "--signal=USR1", "--batch")  # what --signal=B:USR1@120 sends
+    assert cluster.wait(job) == "COMPLETED", log(d, job)
+    text = log(d, job)
+    assert "got USR1" in text and f"requeueing job {job}" in text, text
     assert cluster.restarts(job) == 1
-    statuses = [r["status"] for r in records(d, "end")]
-    assert statuses == ["preempted", "finished"], statuses
-    steps = [r["step"] for r in records(d, "step")]
-    assert steps == list(range(1, 13))  # resumed without duplicated steps
-    assert same_weights(reference, d)
+    (first, stopped_at), second = ends(d)
+    assert first == "preempted" and 3 <= stopped_at < STEPS and second == ("finished", STEPS)
+    assert [r["start_step"] for r in records(d, "start")] == [0, stopped_at]
+    assert_steps_once(d)
+    assert_same_weights(uninterrupted[0], d)
 
 
-def test_two_node_job_trains_like_two_processes(cluster, tmp_path):
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_two_node_job_preempted_and_resumed_trains_like_two_processes(cluster, tmp_path):
     ref = tmp_path / "ref"
-    res = train(ref, "trainer.epochs=1", "trainer.max_steps_per_epoch=3", nproc=2)
+    res = train(ref, *RUN, nproc=2)  # torchrun --standalone --nproc_per_node=2, uninterrupted
     assert res.returncode == 0, res.stderr
     d = tmp_path / "run"
-    res = subprocess.run([str(ROOT / "slurm" / "submit.sh"), "resnext29_demo_digits", "--gpus-per-node", "0",
-                          "--nodes", "2", "--run-dir", str(d), *OVERRIDES[:-2], "trainer.epochs=1",
-                          "trainer.max_steps_per_epoch=3"], capture_output=True, text=True, env=cluster.env)
-    job = res.stdout.split()[2].rstrip(":")
-    assert cluster.wait(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")) == "COMPLETED", log(d, job)
-    assert records(d, "start")[0]["world_size"] == 2
-    assert same_weights(ref, d)
+    job = submit(cluster, d, "--nodes", "2")
+    signal_mid_run(cluster, d, job, "--signal=USR1", "--batch")
+    assert cluster.wait(job) == "COMPLETED", log(d, job)
+    text = log(d, job)
+    # one torchrun on each node, the rendezvous at the first node's NodeAddr
+    assert re.search(rf"on n\[1-2\]: 2 node\(s\) x 1 process\(es\), rendezvous {cluster.node_addr('n1')}:\d+", text), text
+    assert cluster.restarts(job) == 1
+    assert [s for s, _ in ends(d)] == ["preempted", "finished"]
+    assert [r["world_size"] for r in records(d, "start")] == [2, 2]
+    assert_steps_once(d)
+    assert_same_weights(ref, d)
 
 
-def test_submit_rejects_bad_input(cluster):
-    for args, expect in [(["no_such_recipe"], "unknown recipe 'no_such_recipe'"),
-                         (["resnext29_demo_digits", "--nodes", "two"], "--nodes must be a whole number"),
-                         (["resnext29_demo_digits", "--bogus"], "unknown option '--bogus'")]:
-        res = subprocess.run([str(ROOT / "slurm" / "submit.sh"), *args], capture_output=True, text=True,
-                             env=cluster.env)
-        assert res.returncode == 2 and expect in res.stderr and len(res.stderr.strip().splitlines()) == 1
-    helptext = subprocess.run([str(ROOT / "slurm" / "submit.sh"), "--help"], capture_output=True, text=True).stdout
-    for opt in ("--nodes", "--gpus-per-node", "--partition", "--time", "--run-dir"):
-        assert opt in helptext
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_cancel_saves_without_requeue_and_the_same_command_resumes(cluster, uninterrupted, tmp_path):
+    d = tmp_path / "run"
+    job = submit(cluster, d)
+    signal_mid_run(cluster, d, job)  # plain scancel: TERM to every process of the job
+    cluster.wait_until(lambda: "not requeueing" in log(d, job), f"job {job}'s script to end\n{log(d, job)}", 120)
+    assert cluster.wait(job) == "CANCELLED" and cluster.restarts(job) == 0, log(d, job)
+    [(status, stopped_at)] = ends(d)
+    assert status == "preempted" and stopped_at < STEPS
+    saved = torch.load(d / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    assert saved["progress"]["global_step"] == stopped_at
+
+    # a start that fails (here: a bad override, exit 2) after a preempted one is not requeued
+    bad = submit(cluster, d, overrides=[*RUN, "model.cardinality=0"])
+    assert cluster.wait(bad) == "FAILED", log(d, bad)
+    assert cluster.restarts(bad) == 0
+    assert "model.cardinality" in log(d, bad) and "ended without finishing" in log(d, bad)
+
+    # the original command again: resumes where the cancel saved and ends like the uninterrupted run
+    again = submit(cluster, d)
+    assert cluster.wait(again) == "COMPLETED", log(d, again)
+    assert ends(d) == [("preempted", stopped_at), ("finished", STEPS)]
+    assert_steps_once(d)
+    assert_same_weights(uninterrupted[0], d)
+
+
+def run_submit(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SUBMIT), *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("args, expect", [
+    ([], "a recipe name is needed"),
+    (["no_such_recipe"], "unknown recipe 'no_such_recipe' (no recipes/no_such_recipe.yaml)"),
+    (["--nodes", "2"], "the first argument must be a recipe name"),
+    ([RECIPE, "--nodes", "two"], "--nodes must be a whole number, got 'two'"),
+    ([RECIPE, "--nodes", "0"], "--nodes must be at least 1"),
+    ([RECIPE, "--time"], "--time needs a value"),
+    ([RECIPE, "--bogus"], "unknown option '--bogus'"),
+    ([RECIPE, "optim.lr"], "'optim.lr' is neither an option nor a key=value override"),
+    ([RECIPE, "--nproc", "2"], "--nproc is for CPU nodes"),
+    ([RECIPE, "hydra.run.dir=/x"], "use --run-dir DIR"),
+])
+def test_submit_refuses_bad_input_in_one_line(args, expect):
+    res = run_submit(*args)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.startswith("error: ") and expect in res.stderr and res.stderr.count("\n") == 1, res.stderr
+
+
+def test_submit_help_and_the_sbatch_command_it_builds():
+    helptext = run_submit("--help").stdout
+    for opt in ("--nodes", "--gpus-per-node", "--nproc", "--cpus-per-node", "--partition", "--time", "--run-dir",
+                "--dry-run"):
+        assert f"\n  {opt}" in helptext
+    sbatch_help = subprocess.run(["bash", str(SBATCH), "--help"], capture_output=True, text=True).stdout
+    for name in ("sbatch slurm/train.sbatch RECIPE", "USR1", "TERM", "RUN_DIR", "GPUS_PER_NODE", "NPROC_PER_NODE",
+                 "STOP_GRACE"):
+        assert name in sbatch_help
+
+    def dry(*args):
+        res = run_submit(RECIPE, "--dry-run", *args)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    gpu = dry("--nodes", "4", "--partition", "gpu", "--time", "3-00:00:00", "data.root=/data")
+    for part in ("--nodes=4", "--gres=gpu:8", "--cpus-per-task=64", "--partition=gpu", "--time=3-00:00:00",
+                 "GPUS_PER_NODE=8", "NPROC_PER_NODE=8", f"{SBATCH} {RECIPE} data.root=/data"):
+        assert part in gpu, gpu
+    cpu = dry("--gpus-per-node", "0", "--nproc", "2")
+    assert "--gres=none" in cpu and "--cpus-per-task=2" in cpu and "NPROC_PER_NODE=2" in cpu, cpu
+    # a stable run dir per recipe and overrides (a resubmission resumes), whatever their order
+    a, b, c = dry("x=1", "y=2"), dry("y=2", "x=1"), dry("x=1", "y=3")
+    run_dir = re.compile(r"--output=(\S+)/slurm-%j\.out")
+    assert run_dir.search(a)[1] == run_dir.search(b)[1] != run_dir.search(c)[1]
+    assert run_dir.search(dry())[1] == str(ROOT / "outputs" / RECIPE)
+    assert run_dir.search(a)[1].startswith(str(ROOT / "outputs" / f"{RECIPE}-"))
