@@ -1,31 +1,42 @@
-"""torch.hub entry points: torch.hub.load(<this repo>, "resnext50_32x4d", source="local"[, weights=PATH]).
+"""torch.hub entry points: torch.hub.load(<clone>, "resnext50_32x4d", source="local"[, weights=PATH, num_classes=N]).
 
-Every name of resnext.models.MODELS is an entry point; `weights` is a local file in our,
-torchvision's or timm's layout, loaded strictly; other keyword arguments go to the constructor.
+Every name of resnext.models.MODELS is an entry point (torch.hub.list shows exactly those).
+``weights`` is a local file in our layout (a checkpoint with "model"), torchvision's or timm's,
+loaded strictly (num_classes defaults to the file's classifier); other keyword arguments go to the
+model's constructor (num_classes, ...).
+This clone's src/ is put first on sys.path, so the package need not be installed.
 """
 
-import sys
-from functools import partial
-from pathlib import Path
+import sys as _sys
+from pathlib import Path as _Path
 
 dependencies = ["torch", "torchvision"]
 
-_src = str(Path(__file__).resolve().parent / "src")
-if _src not in sys.path:
-    sys.path.insert(0, _src)
+_SRC = str(_Path(__file__).resolve().parent / "src")
+if _SRC not in _sys.path:
+    _sys.path.insert(0, _SRC)
 
-from resnext.models import MODELS, create_model  # noqa: E402
-from resnext.models.interop import load_torchvision  # noqa: E402
-
-
-def _entry(name: str, weights: str | None = None, **kwargs):
-    model = create_model(name, **kwargs)
-    if weights is not None:
-        load_torchvision(model, weights)
-    return model
+from resnext.models import MODELS as _MODELS  # noqa: E402
+from resnext.models import create_model as _create_model  # noqa: E402
+from resnext.models.interop import load_torchvision as _load_torchvision  # noqa: E402
+from resnext.models.interop import read_state_dict as _read_state_dict  # noqa: E402
 
 
-for _name in MODELS:
-    _fn = partial(_entry, _name)
-    _fn.__doc__ = f"{_name} (resnext.models.MODELS); weights=PATH loads a local state dict strictly."
-    globals()[_name] = _fn
+def _entry_point(name: str):
+    def entry(weights: str | None = None, **kwargs):
+        sd = None if weights is None else _read_state_dict(weights)
+        if sd is not None and "fc.weight" in sd:  # the file's class count, unless num_classes is given
+            kwargs.setdefault("num_classes", int(sd["fc.weight"].shape[0]))
+        model = _create_model(name, **kwargs)
+        if sd is not None:
+            _load_torchvision(model, sd)
+        return model
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = (f"{name} from resnext.models.MODELS, randomly initialized; weights=PATH loads a local "
+                     f"state dict (ours, torchvision's or timm's layout) strictly; kwargs go to the constructor.")
+    return entry
+
+
+for _name in _MODELS:
+    globals()[_name] = _entry_point(_name)

@@ -1,92 +1,158 @@
 """`python -m resnext.export WEIGHTS_OR_RUN_DIR --format torchscript|onnx`: a deployable model, checked.
 
-The exported model is run on random input next to the PyTorch model and the largest difference is
-printed (ONNX: with onnxruntime when installed, `pip install -e '.[onnx]'`; otherwise the check is
-reported as skipped). --fp16 exports half-precision weights (for GPUs); --channels-last NHWC weights.
+    python -m resnext.export resnext50.pth --format onnx --arch resnext50_32x4d --out resnext50.onnx
+    python -m resnext.export outputs/resnext29_16x64d_cifar10 --format torchscript --channels-last
+
+The exported model takes any batch size. It is run on a random batch of another size than the one
+it was exported with, next to the PyTorch model, and the largest absolute difference is printed; a
+difference beyond the tolerance (1e-4 fp32, 1e-2 fp16, relative to the logits' scale) exits with 1.
+ONNX needs `pip install -e '.[onnx]'`; without onnxruntime the numerical check is reported as skipped.
+--fp16 exports half-precision weights and inputs (on the GPU when there is one); --channels-last
+traces with NHWC weights and inputs. Default output: beside the weights file, or inside the run dir.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
+import io
 import sys
+import warnings
 from pathlib import Path
 
 import torch
+from torch import nn
 
+from .cli import OneLineParser, UserError, load_model
 from .compose import fail
-from .engine.checkpoint import CheckpointError
-from .loading import load_model
 
-FORMATS = ("torchscript", "onnx")
-
-
-def export_torchscript(model: torch.nn.Module, x: torch.Tensor, out: Path) -> torch.nn.Module:
-    traced = torch.jit.trace(model, x)
-    traced.save(str(out))
-    return torch.jit.load(str(out))
+FORMATS = {"torchscript": ".ts", "onnx": ".onnx"}  # format -> file suffix
+EXPORT_BATCH, CHECK_BATCH = 2, 3  # exported with one batch size, checked with another
+ONNX_INLINE_LIMIT = 1 << 30  # weights above this many bytes go to an external .data file
 
 
-def export_onnx(model: torch.nn.Module, x: torch.Tensor, out: Path) -> None:
+def default_out(source: Path, fmt: str, fp16: bool) -> Path:
+    """RUN_DIR/model[.fp16].EXT for a run directory, FILE_STEM[.fp16].EXT beside a weights file."""
+    stem = "model" if source.is_dir() else source.stem
+    folder = source if source.is_dir() else source.parent
+    return folder / f"{stem}{'.fp16' if fp16 else ''}{FORMATS[fmt]}"
+
+
+def export_torchscript(model: nn.Module, example: torch.Tensor, out: Path) -> nn.Module:
+    """Trace, save, and load back what was saved (the check runs the file, not the in-memory trace)."""
+    with warnings.catch_warnings():  # torch.jit announces its deprecation on every call
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.trace(model, example)
+        traced.save(str(out))
+        return torch.jit.load(str(out), map_location=example.device)
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, out: Path) -> list[Path]:
+    """torch.onnx.export (dynamo) with a dynamic batch dimension; input "images", output "logits".
+
+    Weights go inside the .onnx file unless they pass ONNX's 2 GB protobuf limit (the larger IG
+    models), then into OUT.data beside it. Returns the files written.
+    """
+    import onnx
     from torch.export import Dim
 
-    torch.onnx.export(model, (x,), str(out), dynamo=True, input_names=["images"], output_names=["logits"],
-                      dynamic_shapes=({0: Dim("batch")},), verbose=False)
+    nbytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    external = nbytes > ONNX_INLINE_LIMIT
+    (out.parent / f"{out.name}.data").unlink(missing_ok=True)  # a stale one from an earlier export
+    chatter = io.StringIO()  # the exporter narrates each step on stdout; keep ours readable
+    with contextlib.redirect_stdout(chatter):
+        torch.onnx.export(model, (example,), str(out), dynamo=True, input_names=["images"],
+                          output_names=["logits"], dynamic_shapes=({0: Dim("batch")},),
+                          external_data=external, verbose=False)
+    onnx.checker.check_model(str(out))
+    return [out, *([out.parent / f"{out.name}.data"] if external else [])]
 
 
 def onnx_outputs(out: Path, x: torch.Tensor) -> torch.Tensor | None:
-    try:
-        import onnxruntime
-    except ImportError:
+    """Logits from onnxruntime on the CPU, or None when onnxruntime is not installed."""
+    if importlib.util.find_spec("onnxruntime") is None:
         return None
+    import onnxruntime
+
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    return torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+    return torch.from_numpy(session.run(None, {"images": x.cpu().contiguous().numpy()})[0])
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m resnext.export", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def max_difference(got: torch.Tensor, ref: torch.Tensor) -> float:
+    if got.shape != ref.shape:
+        raise RuntimeError(f"exported model gives shape {tuple(got.shape)}, PyTorch {tuple(ref.shape)}")
+    return (got.float().cpu() - ref.float().cpu()).abs().max().item()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = OneLineParser(prog="python -m resnext.export", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("weights", help="run directory, or a weights file (ours, torchvision's or timm's layout)")
-    ap.add_argument("--format", required=True, help="torchscript or onnx")
+    ap.add_argument("--format", required=True, help=f"{' or '.join(FORMATS)}")
     ap.add_argument("--arch", default=None, help="model name for a plain state dict (default resnext50_32x4d)")
     ap.add_argument("--out", type=Path, default=None, help="output file (default: beside the weights)")
-    ap.add_argument("--image-size", type=int, default=224, help="input side of the example input")
-    ap.add_argument("--fp16", action="store_true", help="half-precision weights and inputs (TorchScript on CUDA)")
+    ap.add_argument("--image-size", type=int, default=None,
+                    help="side of the example input (default: the run's val_crop; 224, or 32 for CIFAR networks)")
+    ap.add_argument("--fp16", action="store_true", help="half-precision weights and inputs")
     ap.add_argument("--channels-last", action="store_true", help="NHWC weights and example input")
     args = ap.parse_args(argv)
     if args.format not in FORMATS:
         fail(f"--format {args.format!r} is not supported; choose one of {', '.join(FORMATS)}")
+    if args.image_size is not None and args.image_size < 1:
+        fail(f"--image-size {args.image_size}: must be at least 1")
+    if args.format == "onnx":
+        lacking = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+        if lacking:
+            fail(f"--format onnx needs {' and '.join(lacking)}: pip install -e '.[onnx]'")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     try:
-        model, what = load_model(args.weights, args.arch)
-    except CheckpointError as e:
+        loaded = load_model(args.weights, args.arch)
+    except UserError as e:
         fail(str(e))
-    src = Path(args.weights)
-    out = args.out or (src if src.is_dir() else src.parent) / f"{src.stem if src.is_file() else 'model'}." + (
-        "ts" if args.format == "torchscript" else "onnx")
+    out = args.out or default_out(Path(args.weights), args.format, args.fp16)
+    if out.is_dir():
+        fail(f"--out {out} is a directory; give a file path such as {out / ('model' + FORMATS[args.format])}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"--out {out}: cannot create its folder ({e.strerror})")
+
     device = torch.device("cuda" if args.fp16 and torch.cuda.is_available() else "cpu")
-    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     dtype = torch.float16 if args.fp16 else torch.float32
-    if args.fp16 and args.format == "onnx":
-        fail("--fp16 applies to TorchScript exports; export ONNX in fp32 and let the runtime convert it")
-    model = model.to(device, dtype=dtype, memory_format=fmt)
-    x = torch.randn(2, 3, args.image_size, args.image_size, device=device, dtype=dtype).to(memory_format=fmt)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = loaded.model.to(device, dtype=dtype, memory_format=fmt)
+    size = loaded.preprocessing(args.image_size).crop
+    gen = torch.Generator().manual_seed(0)
+    example, x = (torch.randn(n, 3, size, size, generator=gen).to(device, dtype).to(memory_format=fmt)
+                  for n in (EXPORT_BATCH, CHECK_BATCH))
     with torch.no_grad():
-        ref = model(x).float().cpu()
-        if args.format == "torchscript":
-            got = export_torchscript(model, x, out)(x).float().cpu()
-        else:
-            export_onnx(model, x, out)
-            got = onnx_outputs(out, x.cpu())
-    print(f"exported {what} -> {out} ({args.format}{', fp16' if args.fp16 else ''}"
-          f"{', channels_last' if args.channels_last else ''})")
+        ref = model(x)
+        try:
+            if args.format == "torchscript":
+                got, written = export_torchscript(model, example, out)(x), [out]
+            else:
+                written = export_onnx(model, example, out)
+                got = onnx_outputs(out, x)
+        except OSError as e:
+            fail(f"--out {out}: cannot write ({e.strerror or type(e).__name__})")
+
+    flags = "".join([", fp16" if args.fp16 else "", ", channels_last" if args.channels_last else ""])
+    print(f"exported {loaded.what} -> {' + '.join(map(str, written))} "
+          f"({args.format}{flags}, input N x 3 x {size} x {size})")
     if got is None:
         print("check skipped: onnxruntime is not installed (pip install -e '.[onnx]')")
-    else:
-        diff = (got - ref).abs().max().item()
-        print(f"max abs difference vs PyTorch on random input: {diff:.3g}")
-        tol = 1e-2 if args.fp16 else 1e-4
-        if diff > tol:
-            print(f"error: exported model differs from PyTorch by {diff:.3g} (> {tol})", file=sys.stderr)
-            sys.exit(1)
+        return
+    diff = max_difference(got, ref)
+    tol = (1e-2 if args.fp16 else 1e-4) * max(1.0, ref.float().abs().max().item())
+    print(f"max abs difference vs PyTorch on random input (batch {CHECK_BATCH}): {diff:.3g} (tolerance {tol:.3g})")
+    if not diff <= tol:
+        print(f"error: the exported model differs from PyTorch by {diff:.3g} (> {tol:.3g})", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

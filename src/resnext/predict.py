@@ -1,75 +1,134 @@
-"""`python -m resnext.predict WEIGHTS_OR_RUN_DIR IMAGE [IMAGE ...]`: top-5 classes with probabilities.
+"""`python -m resnext.predict WEIGHTS_OR_RUN_DIR IMAGE [IMAGE ...]`: top-k classes with probabilities.
 
-Preprocessing as the model cards say: bilinear resize of the shorter side to 256 (crop fraction
-0.875), center crop 224, ImageNet mean/std. 1000-class models print ImageNet class names (from the
-metadata torchvision ships; nothing is downloaded); others print class indices.
+    python -m resnext.predict ig_resnext101_32x8d.pth cat.jpg --arch ig_resnext101_32x8d
+    python -m resnext.predict outputs/resnext29_16x64d_cifar10 plane.png --topk 3
+
+A weights file (ours, torchvision's or timm's layout) is preprocessed as the model cards say:
+bilinear resize of the shorter side to 256 (crop fraction 0.875), center crop 224, ImageNet
+mean/std (CIFAR networks: 32x32, CIFAR statistics). A run directory uses its own evaluation
+transform. 1000-class models print ImageNet class names (the metadata torchvision ships; nothing
+is downloaded); others print the class index, and the class name when the run's data names it.
+Output: one line per image, then one line per class: probability, class index, name.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import os
+import pickle
+from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torchvision import transforms as T
 
+from .cli import Loaded, OneLineParser, Preprocessing, UserError, load_model
 from .compose import fail
-from .data.imagenet_folder import MEAN, STD
-from .engine.checkpoint import CheckpointError
-from .loading import load_model
+from .data.cifar import LAYOUT as CIFAR_LAYOUT
+
+CIFAR_META = {"cifar10": ("batches.meta", "label_names"), "cifar100": ("meta", "fine_label_names")}
 
 
 def imagenet_names() -> list[str]:
+    """The 1000 ImageNet class names, in the class-index order of torchvision's weights."""
     from torchvision.models import ResNet50_Weights
 
     return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def preprocess(size: int = 224, crop_fraction: float = 0.875) -> T.Compose:
-    return T.Compose([T.Resize(round(size / crop_fraction), interpolation=T.InterpolationMode.BILINEAR),
-                      T.CenterCrop(size), T.ToTensor(), T.Normalize(MEAN, STD)])
+def _cifar_names(root: Path, dataset: str) -> list[str] | None:
+    meta_file, key = CIFAR_META[dataset]
+    for folder in (root / CIFAR_LAYOUT[dataset][0], root):
+        if (folder / meta_file).is_file():
+            try:
+                with open(folder / meta_file, "rb") as f:
+                    meta = pickle.load(f, encoding="bytes")
+                names = meta.get(key.encode(), meta.get(key))
+                return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+            except Exception:  # a names file we cannot read only costs the names
+                return None
+    return None
+
+
+def _folder_names(root: Path) -> list[str] | None:
+    train = root / "train"
+    if not train.is_dir():
+        return None
+    return sorted(e.name for e in os.scandir(train) if e.is_dir() and not e.name.startswith("."))
+
+
+def class_names(loaded: Loaded) -> list[str] | None:
+    """Names by class index: ImageNet's for 1000 classes, else the run's data set's, else None."""
+    n, d = loaded.num_classes, loaded.data
+    dataset = None if d is None else str(d.dataset)
+    names = None
+    if n == 1000 and dataset in (None, "imagenet", "synthetic"):
+        names = imagenet_names()
+    elif dataset == "digits":
+        names = [str(i) for i in range(10)]
+    elif dataset in CIFAR_META and d.root:
+        names = _cifar_names(Path(str(d.root)).expanduser(), dataset)
+    elif dataset == "imagenet" and d.root:
+        names = _folder_names(Path(str(d.root)).expanduser())
+    return names if names is not None and len(names) == n else None
+
+
+def transform(p: Preprocessing) -> T.Compose:
+    """Bilinear shorter-side resize, center crop, tensor in [0, 1], normalize."""
+    return T.Compose([T.Resize(p.resize, interpolation=T.InterpolationMode.BILINEAR), T.CenterCrop(p.crop),
+                      T.ToTensor(), T.Normalize(p.mean, p.std)])
+
+
+def read_image(path: str, tf: T.Compose) -> torch.Tensor:
+    """One preprocessed image (1, 3, crop, crop); a missing or unreadable file is a UserError."""
+    if not Path(path).is_file():
+        raise UserError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as im:
+            return tf(im.convert("RGB")).unsqueeze(0)
+    except OSError as e:  # PIL's UnidentifiedImageError and truncated files are OSErrors
+        raise UserError(f"{path}: not a readable image ({type(e).__name__})") from None
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, images: list[str], topk: int = 5, size: int = 224):
-    """[(image, [(label, probability), ...]), ...] best first."""
-    tf = preprocess(size)
-    classes = model.fc.out_features
-    names = imagenet_names() if classes == 1000 else [f"class {i}" for i in range(classes)]
+def predict(loaded: Loaded, images: list[str], topk: int = 5,
+            crop: int | None = None) -> list[tuple[str, list[tuple[float, int]]]]:
+    """[(image, [(probability, class index), ...] best first), ...]."""
+    tf = transform(loaded.preprocessing(crop))
+    k = min(topk, loaded.num_classes)
     out = []
     for path in images:
-        try:
-            with Image.open(path) as im:
-                x = tf(im.convert("RGB")).unsqueeze(0)
-        except (OSError, UnidentifiedImageError) as e:
-            raise CheckpointError(f"{path}: not a readable image ({type(e).__name__})") from None
-        probs = model(x).softmax(dim=1)[0]
-        p, i = probs.topk(min(topk, classes))
-        out.append((path, [(names[k], float(v)) for k, v in zip(i.tolist(), p)]))
+        probs = loaded.model(read_image(path, tf)).softmax(dim=1)[0]
+        p, i = probs.topk(k)
+        out.append((path, list(zip(p.tolist(), i.tolist(), strict=True))))
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m resnext.predict", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(prog="python -m resnext.predict", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("weights", help="run directory, or a weights file (ours, torchvision's or timm's layout)")
-    ap.add_argument("images", nargs="+", help="image files")
+    ap.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
     ap.add_argument("--arch", default=None, help="model name for a plain state dict (default resnext50_32x4d)")
-    ap.add_argument("--topk", type=int, default=5, help="classes to print per image")
-    ap.add_argument("--size", type=int, default=224, help="center crop side")
+    ap.add_argument("--topk", type=int, default=5, help="classes to print per image (default 5)")
+    ap.add_argument("--image-size", type=int, default=None,
+                    help="center-crop side (default: the run's val_crop; 224, or 32 for CIFAR networks)")
     args = ap.parse_args(argv)
+    if args.topk < 1:
+        fail(f"--topk {args.topk}: must be at least 1")
+    if args.image_size is not None and args.image_size < 1:
+        fail(f"--image-size {args.image_size}: must be at least 1")
     try:
-        model, what = load_model(args.weights, args.arch)
-        results = predict(model, args.images, args.topk, args.size)
-    except CheckpointError as e:
+        loaded = load_model(args.weights, args.arch)
+        results = predict(loaded, args.images, args.topk, args.image_size)
+    except UserError as e:
         fail(str(e))
-    print(f"model: {what}")
+    names = class_names(loaded)
+    print(f"model: {loaded.what}, {loaded.num_classes} classes", flush=True)
     for path, top in results:
         print(path)
-        for name, p in top:
-            print(f"  {p:8.4f}  {name}")
-    sys.stdout.flush()
+        for p, i in top:
+            print(f"  {p:.4f}  {i:4d}  {names[i] if names else ''}".rstrip())
 
 
 if __name__ == "__main__":

@@ -9,35 +9,50 @@ from torch import nn
 
 from .interop import read_state_dict
 
-HEAD = ("fc.weight", "fc.bias")
+HEAD = ("fc.weight", "fc.bias")  # the classifier: the only tensors allowed to differ
+
+
+def _read(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such weights file")
+    try:
+        return read_state_dict(path)
+    except Exception as e:  # unreadable, not a state dict, or a pickle that a weights-only load refuses
+        first = (str(e).strip().splitlines() or [""])[0][:120]
+        raise ValueError(f"{path}: not a loadable weights file ({type(e).__name__}: {first})") from None
 
 
 def init_from(model: nn.Module, path: str | os.PathLike) -> str:
-    """Load every weight of ``path`` into ``model``; a classifier of another class count is kept fresh.
+    """Load the weights of ``path`` into ``model``; a classifier of another class count stays fresh.
 
-    Returns the one log line saying what happened. Any other mismatch (a file for a different
-    architecture) raises ValueError with one line.
+    ``path`` holds one of our checkpoints (the state dict under "model"), or a torchvision or timm
+    state dict (same layer names). When only fc.weight/fc.bias differ in shape, or the file has no
+    classifier at all (a headless backbone), everything else is loaded and the model's freshly
+    initialized classifier is kept. Returns the one log line saying what happened. Any other
+    mismatch (a file for a different architecture) raises ValueError with one line.
     """
-    try:
-        sd = read_state_dict(path)
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such weights file") from None
-    except Exception as e:  # unreadable or unsafe pickle
-        raise ValueError(f"{path}: not a loadable weights file ({type(e).__name__})") from None
+    sd = _read(path)
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     shapes = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or [k for k in shapes if k not in HEAD]:
-        first = (missing or unexpected or [k for k in shapes if k not in HEAD])[0]
+    headless = sorted(missing) == sorted(HEAD)
+    wrong = [k for k in missing + shapes if k not in HEAD] + unexpected
+    if wrong or (missing and not headless):
+        first = wrong[0] if wrong else missing[0]
+        detail = (f"file {tuple(sd[first].shape)} vs model {tuple(own[first].shape)}" if first in shapes
+                  else "not in the model" if first in unexpected else "not in the file")
         raise ValueError(f"{path}: weights are for another architecture ({len(missing)} missing, "
-                         f"{len(unexpected)} unexpected, {len(shapes)} differently shaped tensors; first: {first})")
-    replaced = [k for k in shapes if k in HEAD]
+                         f"{len(unexpected)} unexpected, {len(shapes)} differently shaped tensors; "
+                         f"first: {first}, {detail})")
+    keep = set(HEAD) if (headless or shapes) else set()
     with torch.no_grad():
         for k, v in own.items():
-            if k not in replaced:
+            if k not in keep:
                 v.copy_(sd[k])
-    if replaced:
-        old, new = sd["fc.weight"].shape[0], own["fc.weight"].shape[0]
-        return f"init_from {path}: backbone loaded, classifier replaced ({old} -> {new} classes)"
+    new = own["fc.weight"].shape[0] if "fc.weight" in own else None
+    if headless:
+        return f"init_from {path}: backbone loaded, file has no classifier; fresh classifier ({new} classes)"
+    if shapes:
+        return f"init_from {path}: backbone loaded, classifier replaced ({sd['fc.weight'].shape[0]} -> {new} classes)"
     return f"init_from {path}: all weights loaded"

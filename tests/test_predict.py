@@ -1,0 +1,126 @@
+"""resnext.predict: top-k classes with probabilities from a weights file or a run directory."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from inference_helpers import (
+    CIFAR10_NAMES,
+    TINY_MODEL,
+    make_run,
+    parse_predictions,
+    reference_input,
+    tool,
+    write_cifar10_meta,
+    write_images,
+)
+from torchvision.models import ResNet50_Weights
+
+from resnext import predict
+from resnext.data.cifar import CIFAR_MEAN, CIFAR_STD
+from resnext.data.imagenet_folder import MEAN, STD
+from resnext.models import create_model
+
+IMAGENET_NAMES = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
+
+
+@pytest.fixture(scope="module")
+def resnet50_file(tmp_path_factory):
+    """A torchvision-layout resnet50 state dict (random weights) and the model it came from."""
+    torch.manual_seed(0)
+    model = create_model("resnet50").eval()
+    path = tmp_path_factory.mktemp("weights") / "resnet50.pth"
+    torch.save(model.state_dict(), path)
+    return path, model
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return write_images(tmp_path_factory.mktemp("images"))
+
+
+def expected_topk(model, image, k, resize, crop, mean, std) -> tuple[list[float], list[int]]:
+    with torch.no_grad():
+        p, i = model(reference_input(image, resize, crop, mean, std)).softmax(dim=1)[0].topk(k)
+    return p.tolist(), i.tolist()
+
+
+def test_weights_file_prints_top5_imagenet_names(resnet50_file, images):
+    path, model = resnet50_file
+    res = tool("predict", path, *images, "--arch", "resnet50")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[0] == "model: resnet50.pth as resnet50, 1000 classes"
+    preds = parse_predictions(res.stdout)
+    assert list(preds) == [str(p) for p in images]
+    for image in images:
+        top = preds[str(image)]
+        probs = [p for p, _, _ in top]
+        assert len(top) == 5 and probs == sorted(probs, reverse=True)
+        assert sum(probs) <= 1.0 + 5 * 5e-5  # printed to 4 decimals
+        assert [name for _, _, name in top] == [IMAGENET_NAMES[i] for _, i, _ in top]
+        # the model cards' preprocessing written out by hand: shorter side 256 bilinear, crop 224, mean/std
+        want_p, want_i = expected_topk(model, image, 5, 256, 224, MEAN, STD)
+        assert [i for _, i, _ in top] == want_i
+        assert probs == pytest.approx(want_p, abs=1e-4)
+
+
+def test_run_dir_uses_its_transform_and_cifar_names(tmp_path, images, capsys):
+    write_cifar10_meta(tmp_path / "cifar")
+    model = make_run(tmp_path / "run", *TINY_MODEL, "data=cifar10", f"data.root={tmp_path / 'cifar'}")
+    predict.main([str(tmp_path / "run"), str(images[0]), str(images[2]), "--topk", "3"])
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "model: run (best.pt), 10 classes"
+    preds = parse_predictions(out)
+    for image in (images[0], images[2]):
+        top = preds[str(image)]
+        assert [name for _, _, name in top] == [CIFAR10_NAMES[i] for _, i, _ in top]
+        want_p, want_i = expected_topk(model, image, 3, 32, 32, CIFAR_MEAN, CIFAR_STD)  # the run's val transform
+        assert [i for _, i, _ in top] == want_i
+        assert [p for p, _, _ in top] == pytest.approx(want_p, abs=1e-4)
+
+
+def test_run_dir_without_names_prints_indices(tmp_path, images, capsys):
+    # model.num_classes=0 ("from the data") and no model_config in the checkpoint: the classifier decides
+    make_run(tmp_path / "run", *TINY_MODEL, "data=synthetic", "model.num_classes=0", with_model_config=False)
+    predict.main([str(tmp_path / "run"), str(images[1]), "--topk", "12"])
+    top = parse_predictions(capsys.readouterr().out)[str(images[1])]
+    assert len(top) == 10 and all(name == "" for _, _, name in top)  # all 10 classes, no names
+    assert sorted(i for _, i, _ in top) == list(range(10))
+    assert sum(p for p, _, _ in top) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_image_size_override_keeps_crop_fraction(resnet50_file, images, capsys):
+    path, model = resnet50_file
+    predict.main([str(path), str(images[0]), "--arch", "resnet50", "--image-size", "112", "--topk", "2"])
+    top = parse_predictions(capsys.readouterr().out)[str(images[0])]
+    want_p, want_i = expected_topk(model, images[0], 2, 128, 112, MEAN, STD)  # 112 / 0.875 = 128
+    assert [i for _, i, _ in top] == want_i and [p for p, _, _ in top] == pytest.approx(want_p, abs=1e-4)
+
+
+def test_bad_input_is_one_line(tmp_path, images, resnet50_file, capsys):
+    make_run(tmp_path / "run", *TINY_MODEL, "data=synthetic")
+    (tmp_path / "junk.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    (tmp_path / "empty_run").mkdir()
+    run, img = str(tmp_path / "run"), str(images[0])
+    cases = [
+        ([run, str(tmp_path / "missing.jpg")], "missing.jpg: no such image file"),
+        ([run, str(tmp_path / "junk.jpg")], "junk.jpg: not a readable image"),
+        ([str(tmp_path / "nothing"), img], "nothing: no such weights file or run directory"),
+        ([str(tmp_path / "empty_run"), img], "not a run directory (no config.yaml)"),
+        ([str(tmp_path / "junk.pth"), img], "junk.pth: "),
+        ([str(resnet50_file[0]), img, "--arch", "resnet5O"], "--arch 'resnet5O' is not a model name; valid: "),
+        ([str(resnet50_file[0]), img], "read as resnext50_32x4d; give --arch the file's architecture"),
+        ([run, img, "--topk", "0"], "--topk 0: must be at least 1"),
+        ([run], "the following arguments are required: images"),
+    ]
+    for argv, expect in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            predict.main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2, argv
+        assert expect in err and len(err.strip().splitlines()) == 1, (argv, err)
+    (tmp_path / "run" / "checkpoints" / "best.pt").unlink()
+    res = tool("predict", run, img)  # as a user meets it: one line, exit code 2, no traceback
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.strip() == f"error: {run}: no checkpoints/best.pt or checkpoints/last.pt in this run directory"
