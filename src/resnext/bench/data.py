@@ -58,8 +58,12 @@ def run(args) -> dict:
     runs["reference (ImageFolder + DataLoader)"] = reference
     res = interleaved(runs, device, args.repeats)
     base = res["reference (ImageFolder + DataLoader)"]["images_per_s"]
-    rows = [{"name": k, "images_per_s": v["images_per_s"], "ratio_vs_reference": v["images_per_s"] / base}
-            for k, v in res.items()]
-    return {"rows": rows, "settings": vars(args) | {"environment": environment(device)},
+    rows = [{"name": k, "images_per_s": v["images_per_s"], "ratio_vs_reference": v["images_per_s"] / base,
+             "all_images_per_s": v["all_images_per_s"]} for k, v in res.items()]
+    settings = vars(args) | {"train_images": len(ref.dataset), "images_per_epoch": len(ref) * args.batch,
+                             "augmentation": "crop 8%-100%, aspect 3/4-4/3, resize, flip, normalize (no jitter)",
+                             "timing": f"1 warm-up epoch each, then {args.repeats} interleaved epochs; median",
+                             "environment": environment(device)}
+    return {"rows": rows, "settings": settings,
             "table": table(rows, [("name", "loader", ""), ("images_per_s", "images/s", ".0f"),
                                   ("ratio_vs_reference", "vs reference", ".2f")])}

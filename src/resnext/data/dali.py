@@ -123,7 +123,9 @@ def _pipeline(source: Source, cfg, place: Placement, batch: int, gpu: bool):
     @pipeline_def(batch_size=batch, num_threads=max(1, cfg.workers), device_id=device_id, prefetch_queue_depth=2)
     def val():
         jpegs, labels = fn.external_source(source=source, num_outputs=2, batch=True)
-        images = fn.decoders.image(jpegs, output_type=types.RGB, adjust_orientation=False, **decoder)
+        # evaluation on the GPU: chroma upsampled as libjpeg-turbo (DALI's CPU mode, PIL) does it
+        fancy = dict(jpeg_fancy_upsampling=True) if gpu else {}
+        images = fn.decoders.image(jpegs, output_type=types.RGB, adjust_orientation=False, **decoder, **fancy)
         images = fn.resize(images, resize_shorter=cfg.val_resize, interp_type=types.INTERP_LINEAR, antialias=True)
         images = fn.crop_mirror_normalize(images, dtype=dtype, output_layout=layout, crop=(cfg.val_crop, cfg.val_crop),
                                           mean=[255 * m for m in MEAN], std=std)
