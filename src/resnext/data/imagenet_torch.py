@@ -18,8 +18,9 @@ from .memory import shard_bounds
 
 class TrainTransform:
     """Crop the drawn box and resize it to image_size (PIL's antialiased bilinear, as torchvision's
-    RandomResizedCrop), mirror, jitter brightness/contrast/saturation (torchvision's definitions, those
-    of fb.resnet.torch), PCA lighting, normalize. All parameters come from imagenet_augment.draw."""
+    RandomResizedCrop), mirror, jitter brightness, contrast, saturation (torchvision's and fb.resnet.torch's
+    definitions, in this fixed order where they shuffle it: DALI's pipeline does the same), PCA lighting,
+    normalize. All parameters come from imagenet_augment.draw."""
 
     def __init__(self, cfg) -> None:
         self.aug, self.size = AugConfig.of(cfg), int(cfg.image_size)
@@ -39,16 +40,15 @@ class TrainTransform:
         return F.normalize(x, MEAN, STD)
 
 
-def val_transform(cfg):
+class ValTransform:
     """Resize the shorter side to val_resize (antialiased bilinear), center crop val_crop, normalize."""
 
-    resize, crop = int(cfg.val_resize), int(cfg.val_crop)
+    def __init__(self, cfg) -> None:
+        self.resize, self.crop = int(cfg.val_resize), int(cfg.val_crop)
 
-    def apply(img: Image.Image, seed: int = 0) -> torch.Tensor:
-        img = F.center_crop(F.resize(img, resize, F.InterpolationMode.BILINEAR, antialias=True), crop)
+    def __call__(self, img: Image.Image, seed: int = 0) -> torch.Tensor:
+        img = F.center_crop(F.resize(img, self.resize, F.InterpolationMode.BILINEAR, antialias=True), self.crop)
         return F.normalize(F.to_tensor(img), MEAN, STD)
-
-    return apply
 
 
 class Files(Dataset):
@@ -114,10 +114,9 @@ class TorchLoader:
             self.num_samples = self.hi - self.lo
             self.steps = -(-self.num_samples // batch)
         workers = max(0, cfg.workers)
-        files = Files(split, TrainTransform(cfg), cfg.image_size) if train else Files(split, val_transform(cfg),
-                                                                                    cfg.val_crop)
-        self.loader = DataLoader(files,
-                                 batch_size=batch, sampler=self.sampler, num_workers=workers,
+        transform, side = (TrainTransform(cfg), cfg.image_size) if train else (ValTransform(cfg), cfg.val_crop)
+        files = Files(split, transform, int(side))
+        self.loader = DataLoader(files, batch_size=batch, sampler=self.sampler, num_workers=workers,
                                  pin_memory=place.device.type == "cuda", persistent_workers=workers > 0)
         self.set_epoch(0)
 
