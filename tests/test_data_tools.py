@@ -96,11 +96,11 @@ def test_prepare_val_moves_once(tmp_path, capsys, form):
     val = flat_val(tmp_path / "val")
     names = [f"ILSVRC2012_val_{i:08d}" for i in range(1, 6)]
     text = {
-        "pairs": "".join(f"{n} {s}\n" for n, s in zip(names, SYNSETS)),
+        "pairs": "".join(f"{n} {s}\n" for n, s in zip(names, SYNSETS, strict=True)),
         "loc_csv": "ImageId,PredictionString\n" + "".join(f"{n},{s} 10 20 30 40 {s} 1 2 3 4\n"
-                                                          for n, s in zip(names[::-1], SYNSETS[::-1])),
+                                                          for n, s in zip(names[::-1], SYNSETS[::-1], strict=True)),
         "valprep": "".join(f"mkdir -p {s}\n" for s in set(SYNSETS)) + "".join(
-            f"mv {n}.JPEG {s}/\n" for n, s in zip(names, SYNSETS)),
+            f"mv {n}.JPEG {s}/\n" for n, s in zip(names, SYNSETS, strict=True)),
         "synset_lines": "".join(f"{s}\n" for s in SYNSETS),
     }[form]
     labels = tmp_path / "labels.txt"

@@ -47,14 +47,15 @@ def test_scan_follows_imagefolder(photo_root):
 
     train, val = scan_root(str(photo_root))
     ref = ImageFolder(str(photo_root / "train"))
-    assert train.classes == ref.classes and list(zip(train.files, train.labels)) == ref.samples
+    assert train.classes == ref.classes and list(zip(train.files, train.labels, strict=True)) == ref.samples
     assert len(train) == 16 and len(val) == 13 and val.classes == train.classes
 
 
 def test_file_list_replaces_the_train_scan(photo_root, tmp_path):
     train, _ = scan_root(str(photo_root))
     lst = tmp_path / "list.txt"
-    lst.write_text("".join(f"{f[len(str(photo_root)) + 1:]} {lab}\n" for f, lab in zip(train.files[:5], train.labels)))
+    pairs = zip(train.files[:5], train.labels[:5], strict=True)
+    lst.write_text("".join(f"{f[len(str(photo_root)) + 1:]} {lab}\n" for f, lab in pairs))
     got, _ = scan_root(str(photo_root), str(lst))
     assert got.files == train.files[:5] and got.labels == train.labels[:5]
     lst.write_text("train/n00000000/missing.JPEG 0\n")
@@ -117,7 +118,7 @@ def test_resume_gives_bit_identical_augmented_batches(photo_root, backend):
     resumed = batches(photo_root, backend, place(seed=7), epoch=1, start=2, workers=0 if backend == "torch" else 2,
                       **aug)
     assert len(whole) == 4 and len(resumed) == 2
-    assert all(torch.equal(a, b) for a, b in zip(whole[2:], resumed))
+    assert all(torch.equal(a, b) for a, b in zip(whole[2:], resumed, strict=True))
     other = batches(photo_root, backend, place(seed=8), epoch=1, **aug)
     assert not torch.equal(whole[0], other[0])  # a different seed: different batches
 
@@ -128,7 +129,7 @@ def test_ranks_serve_the_single_process_batches(photo_root):
     aug = dict(color_jitter=0.4, lighting=0.1)
     one = batches(photo_root, "dali_cpu", place(seed=3), **aug)
     two = [batches(photo_root, "dali_cpu", place(r, 2, seed=3), **aug) for r in range(2)]
-    assert all(torch.equal(a, torch.cat([b, c])) for a, b, c in zip(one, *two))
+    assert all(torch.equal(a, torch.cat([b, c])) for a, b, c in zip(one, *two, strict=True))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

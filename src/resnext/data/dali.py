@@ -56,16 +56,16 @@ class Source:
         n = len(idx)
         box, mirror = np.empty((n, 4), np.float32), np.empty(n, np.int32)
         jitter, mean = np.empty((n, 3), np.float32), np.empty((n, 3), np.float32)
-        for k, (f, d) in enumerate(zip(files, data)):
+        for k, (f, d) in enumerate(zip(files, data, strict=True)):
             try:
                 w, h = image_size(d)
             except ValueError as e:
                 raise DataError(f"{f}: {e}; run `python -m resnext.data verify ROOT` to list every such file") from None
             a = draw(sample_seed(self.seed, self.epoch, self.positions[lo + k]), w, h, self.aug)
             box[k] = (a.x, a.y, a.w, a.h)
-            mirror[k] = a.flip
+            mirror[k] = a.flip  # lighting below: x + s - m = x - (m - s), a per-sample mean
             jitter[k] = (a.brightness, a.contrast, a.saturation)
-            mean[k] = [255 * (m - s) for m, s in zip(MEAN, a.shift)]  # x + s - m = x - (m - s)
+            mean[k] = [255 * (m - s) for m, s in zip(MEAN, a.shift, strict=True)]
         out = (data, labels, np.ascontiguousarray(box[:, :2]), np.ascontiguousarray(box[:, 2:]), mirror, mean)
         return out + tuple(np.ascontiguousarray(jitter[:, i]) for i in range(3)) if self.aug.color_jitter > 0 else out
 

@@ -86,7 +86,8 @@ class IndexSampler(Sampler):
     def __iter__(self):
         if self.positions is None:
             return ((i, 0) for i in self.indices)
-        return ((i, sample_seed(self.seed, self.epoch, p)) for i, p in zip(self.indices, self.positions))
+        pairs = zip(self.indices, self.positions, strict=True)
+        return ((i, sample_seed(self.seed, self.epoch, p)) for i, p in pairs)
 
     def __len__(self) -> int:
         return len(self.indices)
