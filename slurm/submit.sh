@@ -20,7 +20,9 @@ options:
   --cpus-per-node C   CPU cores to reserve per node (default 8 per GPU; with 0 GPUs, --nproc)
   --partition P       Slurm partition (default: the cluster's default partition)
   --time T            time limit, e.g. 72:00:00 or 3-00:00:00 (default: the partition's);
-                      the job saves and requeues itself 120 s before it
+                      the job saves and requeues itself --warn seconds before it
+  --warn S            seconds of warning before the time limit (default 120): Slurm sends USR1
+                      then, and the trainers get S - 20 s to finish their step and save
   --run-dir DIR       run directory (default outputs/RECIPE, or outputs/RECIPE-HASH where HASH
                       is a hash of the overrides); relative paths are from the repository
   --dry-run           print the sbatch command instead of running it
@@ -49,7 +51,7 @@ shift
 [ -f "$root/recipes/$recipe.yaml" ] ||
   die "unknown recipe '$recipe' (no recipes/$recipe.yaml); available: $(cd "$root/recipes" && ls -- *.yaml | sed 's/\.yaml$//' | tr '\n' ' ')"
 
-nodes=1 gpus=8 nproc="" cpus="" partition="" time="" run_dir="" dry=0
+nodes=1 gpus=8 nproc="" cpus="" partition="" time="" warn="" run_dir="" dry=0
 overrides=()
 while [ $# -gt 0 ]; do
   case $1 in
@@ -59,6 +61,7 @@ while [ $# -gt 0 ]; do
     --cpus-per-node) need "$@"; whole "$1" "$2"; cpus=$2; shift 2 ;;
     --partition) need "$@"; partition=$2; shift 2 ;;
     --time) need "$@"; time=$2; shift 2 ;;
+    --warn) need "$@"; whole "$1" "$2"; warn=$2; shift 2 ;;
     --run-dir) need "$@"; run_dir=$2; shift 2 ;;
     --dry-run) dry=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -71,6 +74,7 @@ done
 [ -z "$nproc" ] || [ "$nproc" -ge 1 ] || die "--nproc must be at least 1"
 [ -z "$nproc" ] || [ "$gpus" -eq 0 ] || die "--nproc is for CPU nodes (--gpus-per-node 0); with GPUs it is one process per GPU"
 [ -z "$cpus" ] || [ "$cpus" -ge 1 ] || die "--cpus-per-node must be at least 1"
+[ -z "$warn" ] || [ "$warn" -ge 30 ] || die "--warn must be at least 30 (seconds)"
 if [ -n "$time" ] && ! [[ $time =~ ^[0-9:-]+$ ]]; then
   die "--time takes Slurm's forms (MM, HH:MM:SS, D-HH:MM:SS), got '$time'"
 fi
@@ -101,7 +105,12 @@ args=(--parsable --job-name="resnext-$recipe" --nodes="$nodes" "${res[@]}" --out
 [ -n "$partition" ] && args+=(--partition="$partition")
 [ -n "$time" ] && args+=(--time="$time")
 # the batch script reads these (sbatch copies the script away, so it needs to be told where the repo is)
-args+=(--export="ALL,RESNEXT_ROOT=$root,RUN_DIR=$run_dir,GPUS_PER_NODE=$gpus,NPROC_PER_NODE=$nproc")
+export_vars="ALL,RESNEXT_ROOT=$root,RUN_DIR=$run_dir,GPUS_PER_NODE=$gpus,NPROC_PER_NODE=$nproc"
+if [ -n "$warn" ]; then
+  args+=(--signal="B:USR1@$warn")
+  export_vars+=",STOP_GRACE=$((warn - 20))"
+fi
+args+=(--export="$export_vars")
 cmd=(sbatch "${args[@]}" "$root/slurm/train.sbatch" "$recipe" ${overrides[@]+"${overrides[@]}"})
 if [ "$dry" = 1 ]; then
   printf '%q ' "${cmd[@]}"

@@ -178,6 +178,7 @@ def run_submit(*args: str) -> subprocess.CompletedProcess:
     ([RECIPE, "--bogus"], "unknown option '--bogus'"),
     ([RECIPE, "optim.lr"], "'optim.lr' is neither an option nor a key=value override"),
     ([RECIPE, "--nproc", "2"], "--nproc is for CPU nodes"),
+    ([RECIPE, "--warn", "10"], "--warn must be at least 30"),
     ([RECIPE, "hydra.run.dir=/x"], "use --run-dir DIR"),
 ])
 def test_submit_refuses_bad_input_in_one_line(args, expect):
@@ -188,8 +189,8 @@ def test_submit_refuses_bad_input_in_one_line(args, expect):
 
 def test_submit_help_and_the_sbatch_command_it_builds():
     helptext = run_submit("--help").stdout
-    for opt in ("--nodes", "--gpus-per-node", "--nproc", "--cpus-per-node", "--partition", "--time", "--run-dir",
-                "--dry-run"):
+    for opt in ("--nodes", "--gpus-per-node", "--nproc", "--cpus-per-node", "--partition", "--time", "--warn",
+                "--run-dir", "--dry-run"):
         assert f"\n  {opt}" in helptext
     sbatch_help = subprocess.run(["bash", str(SBATCH), "--help"], capture_output=True, text=True).stdout
     for name in ("sbatch slurm/train.sbatch RECIPE", "USR1", "TERM", "RUN_DIR", "GPUS_PER_NODE", "NPROC_PER_NODE",
@@ -205,8 +206,10 @@ def test_submit_help_and_the_sbatch_command_it_builds():
     for part in ("--nodes=4", "--gres=gpu:8", "--cpus-per-task=64", "--partition=gpu", "--time=3-00:00:00",
                  "GPUS_PER_NODE=8", "NPROC_PER_NODE=8", f"{SBATCH} {RECIPE} data.root=/data"):
         assert part in gpu, gpu
-    cpu = dry("--gpus-per-node", "0", "--nproc", "2")
-    assert "--gres=none" in cpu and "--cpus-per-task=2" in cpu and "NPROC_PER_NODE=2" in cpu, cpu
+    assert "--signal" not in gpu and "STOP_GRACE" not in gpu  # train.sbatch's defaults: USR1@120, 100 s
+    cpu = dry("--gpus-per-node", "0", "--nproc", "2", "--warn", "300")
+    for part in ("--gres=none", "--cpus-per-task=2", "NPROC_PER_NODE=2", "--signal=B:USR1@300", "STOP_GRACE=280"):
+        assert part in cpu, cpu
     # a stable run dir per recipe and overrides (a resubmission resumes), whatever their order
     a, b, c = dry("x=1", "y=2"), dry("y=2", "x=1"), dry("x=1", "y=3")
     run_dir = re.compile(r"--output=(\S+)/slurm-%j\.out")
