@@ -18,7 +18,7 @@ def write_cifar10(root: Path, n_train: int = 100, n_test: int = 37, seed: int = 
         labels = rng.integers(0, 10, n)
         data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
         data[:, :1024] = (labels[:, None] * 25).astype(np.uint8)  # red plane tells the class
-        return {b"data": data, b"labels": labels.tolist(), b"batch_label": b"x"}
+        return {"data": data, "labels": labels.tolist(), "batch_label": "x"}
 
     sizes = [n_train // 5 + (1 if i < n_train % 5 else 0) for i in range(5)]
     for i, n in enumerate(sizes, 1):
@@ -35,7 +35,7 @@ def write_cifar100(root: Path, n_train: int = 60, n_test: int = 21, seed: int = 
     folder.mkdir(parents=True, exist_ok=True)
     for name, n in (("train", n_train), ("test", n_test)):
         with open(folder / name, "wb") as f:
-            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                         b"fine_labels": rng.integers(0, 100, n).tolist(),
-                         b"coarse_labels": rng.integers(0, 20, n).tolist()}, f)
+            pickle.dump({"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                         "fine_labels": rng.integers(0, 100, n).tolist(),
+                         "coarse_labels": rng.integers(0, 20, n).tolist()}, f)
     return root

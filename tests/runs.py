@@ -21,7 +21,7 @@ TINY = ["+recipe=resnext29_demo_digits", "model.cardinality=2", "model.width=2",
 
 
 def env(**extra) -> dict:
-    e = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
+    e = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         if k not in extra:
             e.pop(k, None)

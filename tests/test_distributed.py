@@ -54,7 +54,7 @@ def test_two_process_ddp_equals_averaged_half_batch_gradients(tmp_path):
             grads.append([p.grad for p in replica.parameters()])
             if r == 0:
                 buffers = {k: v for k, v in replica.state_dict().items() if "running" in k or "batches" in k}
-        for p, g0, g1 in zip(model.parameters(), *grads):
+        for p, g0, g1 in zip(model.parameters(), *grads, strict=True):
             p.grad = (g0 + g1) / 2
         for g in opt.param_groups:
             g["lr"] = base * sched.factor(step)
@@ -64,7 +64,7 @@ def test_two_process_ddp_equals_averaged_half_batch_gradients(tmp_path):
     ref = model.state_dict()
     for k, v in ref.items():
         if v.dtype.is_floating_point:
-            torch.testing.assert_close(got[k], v, rtol=1e-5, atol=1e-6, msg=lambda m: f"{k}: {m}")
+            torch.testing.assert_close(got[k], v, rtol=1e-5, atol=1e-6, msg=lambda m, k=k: f"{k}: {m}")
         else:
             assert torch.equal(got[k], v), k
 

@@ -39,6 +39,20 @@ def test_cifar10_and_100_pickles_load(tmp_path):
     assert len(y) == 20 and len(yt) == 7
 
 
+def test_official_python2_style_bytes_keys_load(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as f:  # the keys the official (Python 2) files load with
+            pickle.dump({b"data": np.full((2, 3072), 7, np.uint8), b"labels": [3, 4]}, f)
+    xtr, ytr, _, yte = load_cifar(str(tmp_path), "cifar10")
+    assert xtr.shape == (10, 3, 32, 32) and int(xtr.max()) == 7 and ytr.tolist() == [3, 4] * 5 and len(yte) == 2
+
+
 def test_missing_or_malformed_cifar_root_is_one_line(tmp_path):
     with pytest.raises(DataError, match="data_batch_1.*test_batch") as e:
         load_cifar(str(tmp_path), "cifar10")

@@ -157,7 +157,7 @@ def test_torchvision_weights_give_same_logits(name, tmp_path):
         assert (ours(x) - tv(x)).abs().max().item() < 1e-5
     back = _tv(name)
     back.load_state_dict(export_torchvision(ours), strict=True)
-    for (k, a), b in zip(back.state_dict().items(), ours.state_dict().values()):
+    for (k, a), b in zip(back.state_dict().items(), ours.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
 
 
@@ -171,7 +171,7 @@ def test_ddp_prefixed_state_dict_loads():
     src = CifarResNeXt(cardinality=2, width=4, num_classes=5)
     sd = {"module." + k: v for k, v in src.state_dict().items()}
     dst = load_torchvision(CifarResNeXt(cardinality=2, width=4, num_classes=5), sd)
-    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values(), strict=True))
 
 
 def _randomize_bn(module: nn.Module) -> None:

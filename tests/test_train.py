@@ -78,7 +78,7 @@ def test_resume_after_epoch_equals_uninterrupted(finished_run, tmp_path):
     ref = {r["step"]: r for r in records(finished_run, "step")}
     for r in records(d, "step"):
         assert r["loss"] == ref[r["step"]]["loss"] and r["lr"] == ref[r["step"]]["lr"]
-    assert [r["lr"] for r in records(d, "step")][3] == pytest.approx(0.1 * 32 / 128 * 0.1)  # milestone at epoch 1
+    assert [r["lr"] for r in records(d, "step")][3] == pytest.approx(0.2 * 0.1)  # recipe lr 0.2 per 32 images, batch 32; milestone at epoch 1
     assert len(opt_after_1["state"]) > 0  # momentum buffers were saved and carried over
 
 

@@ -34,8 +34,8 @@ def generate(root: Path, n: int) -> Path:
     for i, k in enumerate(per + [100]):
         name = f"data_batch_{i + 1}" if i < 5 else "test_batch"
         with open(folder / name, "wb") as f:
-            pickle.dump({b"data": rng.integers(0, 256, (k, 3072), dtype=np.uint8),
-                         b"labels": rng.integers(0, 10, k).tolist()}, f)
+            pickle.dump({"data": rng.integers(0, 256, (k, 3072), dtype=np.uint8),
+                         "labels": rng.integers(0, 10, k).tolist()}, f)
     return root
 
 
@@ -60,14 +60,22 @@ def run(args) -> dict:
 
     tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
                     T.Normalize(CIFAR_MEAN, CIFAR_STD)])
-    ds = torchvision.datasets.CIFAR10(str(root), train=True, transform=tf, download=False)
+
+    class Cifar10(torchvision.datasets.CIFAR10):
+        def _check_integrity(self) -> bool:  # generated batches have the format, not the official checksums
+            return True
+
+        def _load_meta(self) -> None:  # class names are not needed for timing
+            self.classes = [str(i) for i in range(10)]
+
+    ds = Cifar10(str(root), train=True, transform=tf, download=False)
     ref = torch.utils.data.DataLoader(ds, batch_size=args.batch, shuffle=True, drop_last=True,
                                       num_workers=args.workers, persistent_workers=args.workers > 0,
                                       pin_memory=device.type == "cuda")
 
     def run_ref() -> int:
         n = 0
-        for xb, yb in ref:
+        for xb, _ in ref:
             xb = xb.to(device, non_blocking=True)
             n += xb.shape[0]
         return n

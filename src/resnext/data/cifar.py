@@ -18,8 +18,8 @@ DIGITS_STD = (0.25, 0.25, 0.25)
 
 # dataset -> (folder inside root, training files, test files, label key)
 LAYOUT = {
-    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"),
-    "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels"),
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels"),
 }
 
 
@@ -33,11 +33,13 @@ def _folder(root: Path, dataset: str) -> Path:
                     f"(the official 'python version' archive, extracted)")
 
 
-def _read(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+def _read(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
             d = pickle.load(f, encoding="bytes")
-        data = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        # the official batches (Python 2 pickles) load with bytes keys; batches written by Python 3 have str keys
+        d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+        data = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(d[label_key], dtype=np.int64)
     except Exception as e:  # any malformed file is a user error about that path
         raise DataError(f"{path}: not a readable CIFAR python batch ({type(e).__name__}: {e})") from None

@@ -198,7 +198,7 @@ class Fit:
             x, y = next(it)
             data_time += time.perf_counter() - t0
             factor = self.schedule.factor(s.global_step)
-            for g, base in zip(self.opt.param_groups, base_lrs):
+            for g, base in zip(self.opt.param_groups, base_lrs, strict=True):
                 g["lr"] = base * factor
             loss, logits = train_step(self.model, x, y, self.opt, self.scaler, self.precision, self.criterion)
             self.meter.update(loss, logits, y)

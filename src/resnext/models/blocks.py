@@ -149,7 +149,7 @@ class BottleneckA(_SplitBlock):
         )
 
     def aggregate(self, outs: list[torch.Tensor]) -> torch.Tensor:
-        return torch.stack([end(o) for end, o in zip(self.ends, outs)]).sum(0)
+        return torch.stack([end(o) for end, o in zip(self.ends, outs, strict=True)]).sum(0)
 
 
 class BottleneckB(_SplitBlock):

@@ -84,7 +84,7 @@ class ResNeXt(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         in_ch = 64
-        for i, (blocks, planes) in enumerate(zip(STAGES[depth], (64, 128, 256, 512))):
+        for i, (blocks, planes) in enumerate(zip(STAGES[depth], (64, 128, 256, 512), strict=True)):
             layers = []
             for b in range(blocks):
                 stride = 2 if (i > 0 and b == 0) else 1
