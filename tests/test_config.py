@@ -115,6 +115,9 @@ def test_linear_scaling_rule_exact():
     opt = build_optimizer(cfg.optim, model, cfg.data.batch_size)
     assert opt.param_groups[0]["lr"] == 0.05  # the official README: batch 64 -> lr 0.05
     assert opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
+    assert opt.defaults["foreach"] is None  # PyTorch picks: multi-tensor on GPU, per-tensor on CPU (faster there)
+    forced = compose_config(["+recipe=resnext29_16x64d_cifar10", "optim.foreach=true"])
+    assert build_optimizer(forced.optim, model, 128).defaults["foreach"] is True
 
 
 def test_step_schedule_exact_at_warmup_and_milestones():

@@ -58,7 +58,7 @@ class OptimConfig:
     weight_decay: float = 1e-4  # L2 weight decay
     decay_bn_and_bias: bool = True  # false: no weight decay on BN parameters and biases
     label_smoothing: float = 0.0  # cross-entropy label smoothing
-    foreach: bool = True  # multi-tensor (foreach) SGD update
+    foreach: bool | None = None  # multi-tensor SGD update; null = PyTorch's choice (on GPU only: 7% slower on CPU)
 
 
 @dataclass
