@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+
+import numpy as np
 import pytest
 import torch
 from cifar_helpers import write_cifar10, write_cifar100
@@ -40,10 +43,6 @@ def test_cifar10_and_100_pickles_load(tmp_path):
 
 
 def test_official_python2_style_bytes_keys_load(tmp_path):
-    import pickle
-
-    import numpy as np
-
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:

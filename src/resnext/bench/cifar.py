@@ -9,11 +9,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision
 
 from ..data.base import Placement
 from ..data.cifar import CIFAR_MEAN, CIFAR_STD, load_cifar
 from ..data.memory import MemoryLoader
 from .common import environment, interleaved, table
+
+
+class Cifar10(torchvision.datasets.CIFAR10):
+    """torchvision's CIFAR-10 dataset (the reference), also on generated batches; module-level so that
+    spawn-started DataLoader workers can pickle it."""
+
+    def _check_integrity(self) -> bool:  # generated batches have the format, not the official checksums
+        return True
+
+    def _load_meta(self) -> None:  # class names are not needed for timing
+        self.classes = [str(i) for i in range(10)]
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -40,7 +52,6 @@ def generate(root: Path, n: int) -> Path:
 
 
 def run(args) -> dict:
-    import torchvision
     from torchvision import transforms as T
 
     device = torch.device("cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
@@ -60,13 +71,6 @@ def run(args) -> dict:
 
     tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
                     T.Normalize(CIFAR_MEAN, CIFAR_STD)])
-
-    class Cifar10(torchvision.datasets.CIFAR10):
-        def _check_integrity(self) -> bool:  # generated batches have the format, not the official checksums
-            return True
-
-        def _load_meta(self) -> None:  # class names are not needed for timing
-            self.classes = [str(i) for i in range(10)]
 
     ds = Cifar10(str(root), train=True, transform=tf, download=False)
     ref = torch.utils.data.DataLoader(ds, batch_size=args.batch, shuffle=True, drop_last=True,
