@@ -158,3 +158,40 @@ def test_no_weight_decay_on_bn_and_bias():
     assert no_decay["weight_decay"] == 0 and decay["weight_decay"] == cfg.optim.weight_decay
     assert all(p.dim() > 1 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model=nope"], "model option 'nope' does not exist; valid model options: cifar_resnext, resnext, wrn"),
+    (["data=foo"], "data option 'foo' does not exist; valid data options: cifar10, cifar100, digits, imagenet"),
+    (["trainer.epochs=ten"], "trainer.epochs: Value 'ten' of type 'str' could not be converted to Integer"),
+    (["optim.lr=[1"], "no viable alternative at input '[1'"),
+])
+def test_composition_errors_are_mapped_by_type(overrides, message):
+    """Each Hydra/OmegaConf error type becomes one line naming the key or group and the valid options."""
+    with pytest.raises(ConfigError) as e:
+        compose_config(overrides)
+    assert str(e.value).startswith(message)
+    assert "\n" not in str(e.value)
+
+
+def test_user_errors_share_one_base_and_bugs_keep_their_traceback(capsys):
+    from resnext.data import DataError
+    from resnext.engine.checkpoint import CheckpointError
+    from resnext.errors import EXIT_USER_ERROR, UserError, reports_user_errors
+
+    assert all(issubclass(c, UserError) for c in (ConfigError, DataError, CheckpointError))
+
+    @reports_user_errors
+    def mistake():
+        raise DataError("/data/x: missing; expected a folder")
+
+    @reports_user_errors
+    def bug():
+        raise ValueError("internal")
+
+    with pytest.raises(SystemExit) as e:
+        mistake()
+    assert e.value.code == EXIT_USER_ERROR
+    assert capsys.readouterr().err == "error: /data/x: missing; expected a folder\n"
+    with pytest.raises(ValueError, match="internal"):
+        bug()

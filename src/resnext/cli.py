@@ -11,19 +11,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from .compose import fail
 from .data.cifar import CIFAR_MEAN, CIFAR_STD, DIGITS_MEAN, DIGITS_STD
 from .data.imagenet_folder import MEAN, STD
-from .engine.checkpoint import CheckpointError, safe_load
+from .engine.checkpoint import safe_load
+from .errors import CheckpointError, UserError, fail
 from .models import MODELS, CifarResNeXt, WideResNet, build_model, create_model
 from .models.interop import load_torchvision, read_state_dict
 
 DEFAULT_ARCH = "resnext50_32x4d"
 CROP_FRACTION = 0.875  # the model cards' center crop: 224 of a 256 shorter side
-
-
-class UserError(ValueError):
-    """A mistake in the tool's input (path, format, architecture, image): one line, exit code 2."""
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from .config import ConfigError, register, validate
+from .config import register, validate
+from .errors import ConfigError, fail
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = ROOT / "conf"
 RECIPES_DIR = ROOT / "recipes"
-EXIT_USER_ERROR = 2
 
 
 def recipes() -> list[str]:
@@ -22,40 +21,46 @@ def recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
-def fail(message: str) -> None:
-    """Report a user mistake: one line on stderr, exit code 2, no traceback."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(EXIT_USER_ERROR)
+def _unknown_key(full_key: str) -> str:
+    from omegaconf import OmegaConf
+
+    from .config import Config
+
+    group = full_key.rsplit(".", 1)[0] if "." in full_key else ""
+    node = OmegaConf.structured(Config)
+    node = OmegaConf.select(node, group) if group else node
+    valid = ", ".join(node.keys()) if node is not None and hasattr(node, "keys") else "python -m resnext.info --keys"
+    return f"unknown key {full_key}; valid keys{' of ' + group if group else ''}: {valid}"
 
 
 def explain(exc: Exception, overrides: list[str] = ()) -> str:
-    """One line for a Hydra/OmegaConf composition error, naming the key and what would be valid."""
+    """One line for a Hydra/OmegaConf composition error, naming the key and what would be valid.
+
+    Mapped by exception type (OmegaConf's key/validation errors carry the key, Hydra's missing-config
+    error the group and its options); only the first line of the message is shown otherwise.
+    """
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
     for o in overrides:
         key, _, value = o.lstrip("+~").partition("=")
         if key == "recipe" and value not in recipes():
             return f"unknown recipe {value!r}; available recipes: {', '.join(recipes())}"
-    cause = exc.__cause__ if exc.__cause__ is not None and str(exc.__cause__) else exc
-    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
-    head = lines[0] if lines else type(cause).__name__
-    full_key = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:")), None)
-    if head.startswith("Key ") and full_key:
-        from omegaconf import OmegaConf
-
-        from .config import Config
-
-        group = full_key.rsplit(".", 1)[0] if "." in full_key else ""
-        node = OmegaConf.select(OmegaConf.structured(Config), group) if group else OmegaConf.structured(Config)
-        valid = ", ".join(node.keys()) if node is not None and hasattr(node, "keys") else "see --cfg job"
-        return f"unknown key {full_key}; valid keys{' of ' + group if group else ''}: {valid}"
-    if full_key:
-        return f"{full_key}: {head}"
-    if "Available options in" in str(cause):
-        group = head.split("Could not find '")[-1].split("/")[0]
-        opts = [ln for ln in lines[lines.index(next(x for x in lines if x.startswith("Available"))) + 1:]
-                if not ln.startswith(("Config search path", "provider="))]
-        head = head.removeprefix("In 'config': ")
-        return f"{head}; valid {group} options: {', '.join(opts)}"
-    return head.rstrip(".")
+    chain, e = [], exc
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for e in chain:
+        if isinstance(e, (ConfigKeyError, ConfigAttributeError)) and getattr(e, "full_key", None):
+            return _unknown_key(e.full_key)
+        if isinstance(e, OmegaConfBaseException) and getattr(e, "full_key", None):
+            return f"{e.full_key}: {str(getattr(e, 'msg', None) or e).splitlines()[0].rstrip('.')}"
+        if isinstance(e, MissingConfigException):
+            group, _, choice = str(e.missing_cfg_file).rpartition("/")
+            opts = ", ".join(e.options or [])
+            return f"{group or 'config'} option {choice!r} does not exist; valid {group} options: {opts}"
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(exc).__name__).rstrip(".")
 
 
 def compose_config(overrides: list[str]) -> DictConfig:

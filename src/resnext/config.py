@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-
-class ConfigError(ValueError):
-    """A user mistake in the configuration: reported as one line, exit code 2."""
+from .errors import ConfigError
 
 
 @dataclass

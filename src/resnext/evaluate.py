@@ -17,13 +17,14 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .compose import compose_config, explain, fail
-from .config import Config, ConfigError, validate
-from .data import DataError, Placement, build_loaders
-from .engine.checkpoint import CheckpointError, safe_load
+from .compose import compose_config, explain
+from .config import Config, validate
+from .data import Placement, build_loaders
+from .engine.checkpoint import safe_load
 from .engine.dist import init_world, shutdown
 from .engine.loop import evaluate
 from .engine.precision import resolve
+from .errors import EXIT_USER_ERROR, CheckpointError, ConfigError, UserError, fail
 from .models import build_model
 from .models.interop import load_torchvision, read_state_dict
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
-        sys.exit(0 if argv else 2)
+        sys.exit(0 if argv else EXIT_USER_ERROR)
     path, overrides = Path(argv[0]), argv[1:]
     world = init_world("auto" if not any(o.startswith("trainer.device=") for o in overrides) else
                        next(o.split("=", 1)[1] for o in overrides if o.startswith("trainer.device=")))
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
             raise CheckpointError(f"{weights}: {e}") from None
         model = model.to(world.device, memory_format=precision.memory_format)
         res = evaluate(model, loaders.val, precision)
-    except (ConfigError, DataError, CheckpointError) as e:
+    except UserError as e:
         shutdown()
         fail(str(e))
     if world.is_main:

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .cli import OneLineParser, UserError, load_model
-from .compose import fail
+from .cli import OneLineParser, load_model
+from .errors import EXIT_CHECK_FAILED, UserError, fail
 
 FORMATS = {"torchscript": ".ts", "onnx": ".onnx"}  # format -> file suffix
 EXPORT_BATCH, CHECK_BATCH = 2, 3  # exported with one batch size, checked with another
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"max abs difference vs PyTorch on random input (batch {CHECK_BATCH}): {diff:.3g} (tolerance {tol:.3g})")
     if not diff <= tol:
         print(f"error: the exported model differs from PyTorch by {diff:.3g} (> {tol:.3g})", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(EXIT_CHECK_FAILED)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ import sys
 
 from omegaconf import DictConfig
 
-from .compose import compose_config, fail
-from .config import ConfigError
+from .compose import compose_config
+from .errors import ConfigError, reports_user_errors
 from .models import build_model
 from .models.complexity import Complexity, measure
 
@@ -41,15 +41,13 @@ def describe(cfg: DictConfig) -> tuple[Complexity, list[str]]:
     return cx, lines
 
 
+@reports_user_errors
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip())
         return
-    try:
-        _, lines = describe(compose_config(argv))
-    except ConfigError as e:
-        fail(str(e))
+    _, lines = describe(compose_config(argv))
     print("\n".join(lines))
 
 

@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from .cli import Loaded, OneLineParser, Preprocessing, UserError, load_model
-from .compose import fail
+from .cli import Loaded, OneLineParser, Preprocessing, load_model
 from .data.cifar import LAYOUT as CIFAR_LAYOUT
+from .errors import UserError, fail
 
 CIFAR_META = {"cifar10": ("batches.meta", "label_names"), "cifar100": ("meta", "fine_label_names")}
 

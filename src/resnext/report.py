@@ -24,7 +24,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-EXIT_BAD_INPUT = 2
+from .errors import EXIT_USER_ERROR, UserError
+
 MAX_DEPTH = 3  # how far below a given folder run directories are looked for
 SKIP_DIRS = {"tb", "checkpoints"}  # parts of a run directory, never run directories themselves
 #: Settings that do not change what a run learns: left out of run labels and of Fig. 7 family keys.
@@ -37,10 +38,6 @@ SHORT = {"model.cardinality": "C", "model.width": "d", "data.batch_size": "batch
 CSV_FIELDS = ["run", "path", "recipe", "model", "status", "paper_table", "paper_row", "paper_top1", "paper_top5",
               "best_top1", "best_top5", "final_top1", "final_top5", "diff_top1", "diff_top5", "params_m",
               "gflops", "epochs_done", "epochs_planned", "wall_s", "images_per_s", "world_size", "precision"]
-
-
-class ReportError(ValueError):
-    """Bad input to the report: one line on stderr, exit code 2."""
 
 
 @dataclass
@@ -64,19 +61,19 @@ class Run:
 
 
 def find_runs(paths: list[str]) -> list[Run]:
-    """The run directories named, or found below the named folders; ReportError on bad input."""
+    """The run directories named, or found below the named folders; UserError on bad input."""
     runs: list[Run] = []
     for arg in paths:
         p = Path(arg)
         if not p.exists():
-            raise ReportError(f"{p}: no such file or folder; expected a run directory (holding config.yaml) "
+            raise UserError(f"{p}: no such file or folder; expected a run directory (holding config.yaml) "
                               "or a folder of run directories")
         if not p.is_dir():
-            raise ReportError(f"{p}: is a file; expected a run directory (holding config.yaml) "
+            raise UserError(f"{p}: is a file; expected a run directory (holding config.yaml) "
                               "or a folder of run directories")
         found = _walk(p, 0)
         if not found:
-            raise ReportError(f"{p}: not a run directory and holds none (no config.yaml in it or up to "
+            raise UserError(f"{p}: not a run directory and holds none (no config.yaml in it or up to "
                               f"{MAX_DEPTH} levels below); expected a run directory or a folder of them")
         runs += [load_run(d) for d in found if all(d.resolve() != r.path.resolve() for r in runs)]
     assign_labels(runs)
@@ -101,10 +98,10 @@ def load_run(d: Path) -> Run:
     try:
         cfg = OmegaConf.load(d / "config.yaml")
     except Exception as e:  # YAML or OS error: any way the file cannot be read is bad input
-        raise ReportError(f"{d / 'config.yaml'}: unreadable ({type(e).__name__}); "
+        raise UserError(f"{d / 'config.yaml'}: unreadable ({type(e).__name__}); "
                           "expected the config.yaml a training run writes") from None
     if not isinstance(cfg, DictConfig) or not all(isinstance(cfg.get(k), DictConfig) for k in ("model", "data")):
-        raise ReportError(f"{d / 'config.yaml'}: not a run's config (expected a mapping with model: and data:)")
+        raise UserError(f"{d / 'config.yaml'}: not a run's config (expected a mapping with model: and data:)")
     records = []
     metrics = d / "metrics.jsonl"
     if metrics.is_file():
@@ -315,16 +312,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runs = find_runs(args.runs)
         if args.out.exists() and not args.out.is_dir():
-            raise ReportError(f"--out {args.out}: is a file; expected a folder to write the report in")
+            raise UserError(f"--out {args.out}: is a file; expected a folder to write the report in")
         try:
             args.out.mkdir(parents=True, exist_ok=True)
             table, written = write_report(runs, args.out)
         except OSError as e:
-            raise ReportError(f"--out {args.out}: cannot write there ({e.strerror}); "
+            raise UserError(f"--out {args.out}: cannot write there ({e.strerror}); "
                               "expected a writable folder") from None
-    except ReportError as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_USER_ERROR
     print(table)
     print(f"\n{len(runs)} run(s); written to {args.out}: {', '.join(written)}")
     return 0

@@ -11,20 +11,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from .compose import EXIT_USER_ERROR
-from .config import ConfigError, validate
-from .data import DataError, Placement, build_loaders
+from .config import validate
+from .data import Placement, build_loaders
 from .engine import checkpoint as ckpt
 from .engine.dist import World, init_world, shutdown
 from .engine.logging import RunLog
 from .engine.loop import Fit, FitOptions
 from .engine.precision import Precision, resolve
+from .errors import EXIT_USER_ERROR, ConfigError, UserError
 from .models import build_model
 from .models.complexity import measure
 from .optim import build_optimizer
 from .schedule import Schedule
-
-USER_ERRORS = (ConfigError, DataError, ckpt.CheckpointError)
 
 
 def model_record(cfg: DictConfig, num_classes: int) -> dict:
@@ -114,7 +112,7 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
         try:
             validate(cfg, world.world_size, torch.cuda.is_available())
             fit, state = build(cfg, world, run_dir)
-        except USER_ERRORS as e:
+        except UserError as e:
             if world.is_main:
                 print(f"error: {e}", file=sys.stderr, flush=True)
             return EXIT_USER_ERROR
@@ -133,7 +131,7 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
                           f"{', channels_last' if p.channels_last else ''}; run dir {run_dir}")
         try:
             return fit.run()
-        except DataError as e:  # an unreadable file met mid-epoch
+        except UserError as e:  # e.g. an unreadable file met mid-epoch
             if world.is_main:
                 fit.log.error(f"error: {e}")
             return EXIT_USER_ERROR

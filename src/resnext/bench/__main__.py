@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import EXIT_USER_ERROR, UserError
 from .common import write
 
 SUBCOMMANDS = {
@@ -34,9 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     args.out, args.cmd = top.out, top.cmd
     try:
         result = module.run(args)
-    except ValueError as e:  # ConfigError, DataError: a user mistake
+    except UserError as e:  # anything else is a bug and keeps its traceback
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_USER_ERROR)
     out = Path(args.out or f"bench-results/{args.cmd}.json")
     result.setdefault("settings", {})["command"] = "python -m resnext.bench " + " ".join(argv)
     write(result, out)

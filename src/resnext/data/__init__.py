@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .base import DataError, Loader, Loaders, Placement
+from ..errors import DataError
+from .base import Loader, Loaders, Placement
 
 __all__ = ["DataError", "Loader", "Loaders", "Placement", "build_loaders"]
 

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from .base import DataError
+from ..errors import EXIT_CHECK_FAILED, DataError, UserError, fail
 from .tools import make_fake, prepare_val, verify
 
 
@@ -15,8 +15,7 @@ class _Parser(argparse.ArgumentParser):
     """Usage mistakes end in one line on stderr and exit code 2 (argparse would print the usage too)."""
 
     def error(self, message: str) -> None:
-        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
+        fail(f"{self.prog}: {message} (see --help)")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -73,19 +72,17 @@ def main(argv: list[str] | None = None) -> None:
             for line in problems:
                 print(f"problem: {line}")
             print(f"{len(problems)} problem(s)")
-            sys.exit(1 if problems else 0)
+            sys.exit(EXIT_CHECK_FAILED if problems else 0)
         else:
             if args.classes_from is not None and not args.classes_from.is_dir():
                 raise DataError(f"{args.classes_from}: not a folder; --classes-from needs the train/ folder")
             n = prepare_val(args.val_dir, args.labels, args.classes_from)
             print(f"moved {n} images into class folders under {args.val_dir}" if n else
                   f"nothing to move: {args.val_dir} has no flat images left")
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    except UserError as e:
+        fail(str(e))
     except OSError as e:  # e.g. a read-only or vanished folder: name it
-        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
-        sys.exit(2)
+        fail(f"{e.filename or ''}: {e.strerror or e}")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,6 @@ from typing import Protocol
 import torch
 
 
-class DataError(ValueError):
-    """A user mistake in the data (missing/empty folder, unreadable file): one line, exit code 2."""
-
-
 class Loader(Protocol):
     """Batches for one rank, already on the training device, ready for the model.
 

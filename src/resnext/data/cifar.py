@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import DataError, Loaders, Placement
+from ..errors import DataError
+from .base import Loaders, Placement
 from .memory import MemoryLoader
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import DataError, Placement
+from ..errors import DataError
+from .base import Placement
 from .imagenet_augment import AugConfig, draw, image_size, sample_seed
 from .imagenet_folder import MEAN, STD, Split, epoch_plan
 from .memory import shard_bounds

@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from .base import DataError, Loaders, Placement
+from ..errors import DataError
+from .base import Loaders, Placement
 from .imagenet_folder import scan_root
 
 BACKENDS = ("dali_gpu", "dali_cpu", "torch")

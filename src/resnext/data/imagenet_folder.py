@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .base import DataError
+from ..errors import DataError
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 MEAN = (0.485, 0.456, 0.406)  # ImageNet RGB mean, in [0, 1] units

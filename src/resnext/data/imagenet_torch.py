@@ -10,7 +10,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import functional as F
 
-from .base import DataError, Placement
+from ..errors import DataError
+from .base import Placement
 from .imagenet_augment import AugConfig, draw, sample_seed
 from .imagenet_folder import MEAN, STD, Split, epoch_plan
 from .memory import shard_bounds

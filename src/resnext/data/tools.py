@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .base import DataError
+from ..errors import DataError
 from .imagenet_folder import IMAGE_EXTENSIONS, _class_dirs
 
 VAL_NAME = "ILSVRC2012_val_{:08d}.JPEG"  # the official val file names, numbered from 1

@@ -12,11 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import CheckpointError
+
 LAST, PREVIOUS, BEST = "last.pt", "last.prev.pt", "best.pt"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used (unreadable, unsafe, other architecture): one line, exit code 2."""
 
 
 def atomic_save(obj: Any, path: Path, keep_previous: bool = False) -> None:

@@ -12,15 +12,13 @@ import torch.distributed as dist
 from torch import nn
 
 from ..data.base import Loaders
+from ..errors import EXIT_NONFINITE, EXIT_REQUEUE
 from ..schedule import Schedule
 from . import checkpoint as ckpt
 from .dist import World, all_reduce_max
 from .logging import RunLog
 from .metrics import Meter
 from .precision import Precision
-
-EXIT_REQUEUE = 75  # "save done, requeue me" (preemption signal)
-EXIT_NONFINITE = 3  # the loss became NaN/inf
 
 
 @dataclass

@@ -1,0 +1,54 @@
+"""The one user-error base class, every exit code, and how a program reports a user mistake."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import NoReturn
+
+EXIT_OK = 0  # finished
+EXIT_CHECK_FAILED = 1  # a check found problems: `resnext.data verify` (bad files), `resnext.export` (outputs differ)
+EXIT_USER_ERROR = 2  # bad input: one line on stderr naming what is wrong and what would be right
+EXIT_NONFINITE = 3  # the loss became NaN/inf; nothing saved after the last good checkpoint
+EXIT_SAVE_FAILED = 4  # a checkpoint could not be written (disk full, I/O error, permission)
+EXIT_REQUEUE = 75  # stopped by a signal after saving: requeue me (EX_TEMPFAIL)
+
+
+class UserError(Exception):
+    """A mistake in what the user gave (config, data, checkpoint, paths, arguments).
+
+    Reported as one line on stderr with exit code 2 and no traceback. Anything that is not a
+    UserError is a bug and keeps its traceback.
+    """
+
+
+class ConfigError(UserError):
+    """A mistake in the configuration: an unknown key, a bad value, an impossible combination."""
+
+
+class DataError(UserError):
+    """A mistake in the data: a missing or empty folder, an unreadable or corrupt file."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint or weights file that is missing, unreadable, unsafe or for another model."""
+
+
+def fail(message: str) -> NoReturn:
+    """Report a user mistake: one line on stderr, exit code 2, no traceback."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def reports_user_errors(main: Callable[..., object]) -> Callable[..., object]:
+    """Wrap a program's ``main``: a UserError ends in ``fail``; any other exception propagates."""
+
+    @wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserError as e:
+            fail(str(e))
+
+    return wrapper
