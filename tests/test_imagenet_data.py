@@ -175,14 +175,14 @@ def test_crops_follow_the_paper(tmp_path, backend):
 def test_the_loaders_crop_the_drawn_boxes(tmp_path):
     """The boxes read back from the pixels are the ones imagenet_augment drew for those samples."""
     from resnext.data.imagenet_augment import sample_seed
-    from resnext.data.imagenet_folder import epoch_plan
+    from resnext.data.plan import ShardPlan
 
     w, h = 200, 150
     root = coordinate_folder(tmp_path, 16, (w, h))
     x = torch.cat(batches(root, "dali_cpu", place(seed=4), epoch=1, batch_size=16, image_size=32))
     areas, aspects, mirrored = crop_boxes(x, w, h)
-    _, positions = epoch_plan(16, 16, place(seed=4), 1)
-    drawn = [draw(sample_seed(4, 1, p), w, h, AugConfig(0.08, 0.75, True, 0, 0)) for p in positions]
+    _, positions = ShardPlan.of(16, 16, place(seed=4), train=True).indices(1)
+    drawn = [draw(sample_seed(4, 1, p), w, h, AugConfig(0.08, 0.75, True, 0, 0)) for p in positions.tolist()]
     assert np.allclose(areas, [a.w * a.h / (w * h) for a in drawn], rtol=0.05)
     assert np.allclose(aspects, [a.w / a.h for a in drawn], rtol=0.05)
     assert mirrored.tolist() == [a.flip for a in drawn]

@@ -11,8 +11,8 @@ import torch
 from ..errors import DataError
 from .base import Placement
 from .imagenet_augment import AugConfig, draw, image_size, sample_seed
-from .imagenet_folder import MEAN, STD, Split, epoch_plan
-from .memory import shard_bounds
+from .imagenet_folder import MEAN, STD, Split
+from .plan import ShardPlan
 
 # nvJPEG buffer hints sized for ImageNet's largest images (the values of NVIDIA's ImageNet DALI
 # examples): buffers are allocated once, not grown mid-epoch; the preallocate hints feed the A100+
@@ -136,36 +136,25 @@ def _pipeline(source: Source, cfg, place: Placement, batch: int, gpu: bool):
 
 
 class DaliLoader:
-    """A Loader over one DALI pipeline, kept for the loader's life. Training: each epoch this rank's
-    share of the (seed, epoch) permutation, every sample augmented by its own (seed, epoch, position)
-    draw. Evaluation: this rank's contiguous shard, in order, its last batch partial."""
+    """A Loader over one DALI pipeline, kept for the loader's life, serving what the rank's ShardPlan
+    says. Training: each epoch this rank's share of the (seed, epoch) permutation, every sample augmented
+    by its own (seed, epoch, position) draw. Evaluation: this rank's contiguous shard, in order, its last
+    batch partial."""
 
     def __init__(self, split: Split, cfg, place: Placement, batch: int, train: bool, gpu: bool) -> None:
-        self.split, self.cfg, self.place, self.batch, self.train, self.gpu = split, cfg, place, batch, train, gpu
-        n = len(split)
-        if train:
-            self.steps = n // (batch * place.world_size)
-            self.num_samples = self.steps * batch
-        else:
-            self.lo, self.hi = shard_bounds(n, place.rank, place.world_size)
-            self.num_samples = self.hi - self.lo
-            self.steps = -(-self.num_samples // batch)
+        self.split, self.cfg, self.place, self.batch, self.gpu = split, cfg, place, batch, gpu
+        self.plan = ShardPlan.of(len(split), batch, place, train)
+        self.num_samples = self.plan.num_samples
         self.source = Source(split, cfg, batch, train)
         self.epoch, self.start_step = 0, 0
         self._it = None  # DALIGenericIterator, reused while each epoch runs to its end
         self._clean = False  # the last epoch ran to its end: the pipeline can start the next one
 
     def __len__(self) -> int:
-        return self.steps
+        return self.plan.steps
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         self.epoch, self.start_step = epoch, start_step
-
-    def plan(self) -> tuple[list[int], list[int]]:
-        """(sample indices, positions in the epoch's permutation) this rank serves from batch start_step."""
-        if not self.train:
-            return list(range(self.lo + self.start_step * self.batch, self.hi)), []
-        return epoch_plan(len(self.split), self.batch, self.place, self.epoch, self.start_step)
 
     def _start(self, indices: list[int], positions: list[int]):
         from nvidia.dali.plugin.pytorch import DALIGenericIterator
@@ -193,7 +182,7 @@ class DaliLoader:
         return DataError(f"DALI could not decode a file under {Path(files[0]).parents[1]}: {first.strip()}")
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        indices, positions = self.plan()
+        indices, positions = (t.tolist() for t in self.plan.indices(self.epoch, self.start_step))
         if not indices:
             return
         dev, dtype = self.place.device, self.place.dtype

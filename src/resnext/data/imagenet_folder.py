@@ -6,8 +6,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from ..errors import DataError
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
@@ -102,26 +100,3 @@ def scan_root(root: str | None, file_list: str | None = None) -> tuple[Split, Sp
         raise DataError(f"{e.filename}: cannot be read ({e.strerror}); the data root must be readable") from None
     return train, val
 
-
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The epoch's permutation of n samples, shared by all ranks and both backends."""
-    from .memory import epoch_permutation
-
-    return epoch_permutation(n, seed, epoch)
-
-
-def train_positions(n: int, batch: int, rank: int, world: int, start_step: int = 0) -> list[int]:
-    """Positions in the epoch's permutation that this rank serves from batch ``start_step`` on: step k
-    of rank r is positions [k*G + r*batch, k*G + (r+1)*batch) with G = batch * world; the remainder
-    n - (n // G) * G is dropped."""
-    glob = batch * world
-    return [p for step in range(start_step, n // glob)
-            for p in range(step * glob + rank * batch, step * glob + (rank + 1) * batch)]
-
-
-def epoch_plan(n: int, batch: int, place, epoch: int, start_step: int = 0) -> tuple[list[int], list[int]]:
-    """(sample indices, their positions in the epoch's permutation) that ``place``'s rank trains on in
-    ``epoch`` from batch ``start_step`` on; the positions seed each sample's augmentation."""
-    perm = epoch_order(n, place.seed, epoch).tolist()
-    pos = train_positions(n, batch, place.rank, place.world_size, start_step)
-    return [perm[i] for i in pos], pos

@@ -13,8 +13,8 @@ from torchvision.transforms import functional as F
 from ..errors import DataError
 from .base import Placement
 from .imagenet_augment import AugConfig, draw, sample_seed
-from .imagenet_folder import MEAN, STD, Split, epoch_plan
-from .memory import shard_bounds
+from .imagenet_folder import MEAN, STD, Split
+from .plan import ShardPlan
 
 
 class TrainTransform:
@@ -102,19 +102,14 @@ def _bad_file(path: str) -> DataError:
 
 
 class TorchLoader:
-    """A Loader over a torch DataLoader (workers, pinned memory on CUDA, persistent workers)."""
+    """A Loader over a torch DataLoader (workers, pinned memory on CUDA, persistent workers); which
+    samples it serves, and their augmentation positions, come from the rank's ShardPlan."""
 
     def __init__(self, split: Split, cfg, place: Placement, batch: int, train: bool) -> None:
-        self.split, self.place, self.batch, self.train = split, place, batch, train
+        self.split, self.place = split, place
+        self.plan = ShardPlan.of(len(split), batch, place, train)
+        self.num_samples = self.plan.num_samples
         self.sampler = IndexSampler()
-        n = len(split)
-        if train:
-            self.steps = n // (batch * place.world_size)
-            self.num_samples = self.steps * batch
-        else:
-            self.lo, self.hi = shard_bounds(n, place.rank, place.world_size)
-            self.num_samples = self.hi - self.lo
-            self.steps = -(-self.num_samples // batch)
         workers = max(0, cfg.workers)
         transform, side = (TrainTransform(cfg), cfg.image_size) if train else (ValTransform(cfg), cfg.val_crop)
         files = Files(split, transform, int(side))
@@ -123,15 +118,13 @@ class TorchLoader:
         self.set_epoch(0)
 
     def __len__(self) -> int:
-        return self.steps
+        return self.plan.steps
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
-        s, p = self.sampler, self.place
-        if self.train:
-            s.indices, s.positions = epoch_plan(len(self.split), self.batch, p, epoch, start_step)
-            s.seed, s.epoch = p.seed, epoch
-        else:
-            s.indices, s.positions = list(range(self.lo + start_step * self.batch, self.hi)), None
+        s = self.sampler
+        indices, positions = self.plan.indices(epoch, start_step)
+        s.indices, s.positions = indices.tolist(), positions.tolist() if self.plan.train else None
+        s.seed, s.epoch = self.place.seed, epoch
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         dev, fmt = self.place.device, torch.channels_last if self.place.channels_last else torch.contiguous_format

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import torch
 
 from .base import Loaders, Placement
-from .memory import shard_bounds
+from .plan import ShardPlan
 
 DISTINCT_BATCHES = 4  # batches actually generated; the loader cycles through them
 
@@ -16,13 +16,8 @@ class SyntheticLoader:
     """Yields ready batches of random data; costs nothing per step, so it measures the model alone."""
 
     def __init__(self, n: int, batch: int, size: int, classes: int, place: Placement, train: bool) -> None:
-        if train:
-            self.steps = n // (batch * place.world_size)
-            self.num_samples = self.steps * batch
-        else:
-            lo, hi = shard_bounds(n, place.rank, place.world_size)
-            self.num_samples = hi - lo
-            self.steps = -(-self.num_samples // batch)
+        plan = ShardPlan.of(n, batch, place, train)
+        self.steps, self.num_samples = plan.steps, plan.num_samples
         g = torch.Generator().manual_seed(place.seed * 31 + place.rank)
         fmt = torch.channels_last if place.channels_last else torch.contiguous_format
         self.batches = []

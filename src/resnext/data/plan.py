@@ -1,0 +1,118 @@
+"""The per-rank sharding plan: steps, sample counts, shard bounds and the epoch's seeded order, written once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from .base import Placement
+
+# The permutation's generator seed. These constants and the 0x5EED mask are what the first loaders
+# used; changing them would change every run's sample order (and break resuming older runs).
+_SEED_MIX = (1_000_003, 7919)
+_SEED_MOD = 2**63 - 1
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Generator seed of epoch ``epoch``'s permutation: a function of (seed, epoch) only."""
+    return ((seed * _SEED_MIX[0] + epoch * _SEED_MIX[1]) % _SEED_MOD) ^ 0x5EED
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The epoch's order of the n samples (int64, CPU): the same on every rank and every backend."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """Which samples one rank serves, in which order, for one split (the Loader contract in base.py).
+
+    Every loader reads its lengths and indices here and nowhere else.
+
+    Training: the epoch's order is ``epoch_permutation(size, seed, epoch)``. Global step k is positions
+    [k*G, (k+1)*G) of that order, G = batch * world_size, and rank r takes positions
+    [k*G + r*batch, k*G + (r+1)*batch). There are ``size // G`` steps; the last ``size % G`` positions
+    are dropped, so every rank yields the same number of full batches.
+
+    Evaluation: the order is the split's own; rank r serves its contiguous shard ``bounds`` in order,
+    in batches of ``batch``, the last one partial. The shards tile [0, size): every sample exactly once
+    over the ranks, no padding.
+
+    A position (a place in the epoch's order) is what seeds a sample's augmentation, so starting at
+    ``start_step`` or splitting the global batch over more ranks changes neither the samples of a
+    global step nor their augmentation.
+    """
+
+    size: int  # samples in the split
+    batch: int  # samples per batch on this rank (the global batch divided by world_size)
+    rank: int  # this process's rank
+    world_size: int  # number of ranks sharing the split
+    seed: int  # run seed: the training order derives from (seed, epoch)
+    train: bool  # training (shuffled, remainder dropped) or evaluation (sharded in order)
+
+    def __post_init__(self) -> None:
+        if self.batch < 1 or not 0 <= self.rank < self.world_size or self.size < 0:
+            raise ValueError(f"no plan for size={self.size}, batch={self.batch}, rank {self.rank} of {self.world_size}")
+
+    @classmethod
+    def of(cls, size: int, batch: int, place: Placement, train: bool) -> ShardPlan:
+        """The plan for ``place``'s rank, ``batch`` samples per rank and step."""
+        return cls(size, batch, place.rank, place.world_size, place.seed, train)
+
+    @property
+    def global_batch(self) -> int:
+        """Samples per step over all ranks."""
+        return self.batch * self.world_size
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """Evaluation: this rank's shard [lo, hi) of the split (lo = rank*size // world). Training:
+        this rank's share of the kept positions is not contiguous; the bounds are the whole (0, size)."""
+        if self.train:
+            return 0, self.size
+        return self.rank * self.size // self.world_size, (self.rank + 1) * self.size // self.world_size
+
+    @property
+    def num_samples(self) -> int:
+        """Samples this rank yields in one epoch."""
+        if self.train:
+            return self.steps * self.batch
+        lo, hi = self.bounds
+        return hi - lo
+
+    @property
+    def steps(self) -> int:
+        """Batches this rank yields in one epoch: the same on every rank when training."""
+        if self.train:
+            return self.size // self.global_batch
+        return -(-self.num_samples // self.batch)
+
+    def positions(self, start_step: int = 0) -> torch.Tensor:
+        """Positions in the epoch's order this rank serves from batch ``start_step`` on (int64, CPU)."""
+        start = min(max(start_step, 0), self.steps)
+        if not self.train:
+            lo, hi = self.bounds
+            return torch.arange(min(lo + start * self.batch, hi), hi)
+        steps = torch.arange(start, self.steps).view(-1, 1) * self.global_batch
+        return (steps + self.rank * self.batch + torch.arange(self.batch).view(1, -1)).view(-1)
+
+    def order(self, epoch: int) -> torch.Tensor | None:
+        """The epoch's order of the whole split (training), or None for evaluation's identity order."""
+        return epoch_permutation(self.size, self.seed, epoch) if self.train else None
+
+    def indices(self, epoch: int, start_step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sample indices, their positions) this rank serves in ``epoch`` from batch ``start_step`` on,
+        batch after batch; both int64 on the CPU. Evaluation's positions are the indices themselves."""
+        pos = self.positions(start_step)
+        order = self.order(epoch)
+        return (pos if order is None else order[pos]), pos
+
+    def batches(self, epoch: int, start_step: int = 0, device: torch.device | None = None
+                ) -> Iterator[tuple[int, torch.Tensor]]:
+        """(step, sample indices of that step's batch on ``device``) from ``start_step`` to the epoch's end."""
+        idx = self.indices(epoch, start_step)[0].to(device or "cpu")
+        first = min(max(start_step, 0), self.steps)
+        for k, part in enumerate(torch.split(idx, self.batch) if len(idx) else ()):
+            yield first + k, part
