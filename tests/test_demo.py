@@ -14,7 +14,7 @@ def test_make_demo_reaches_under_5_percent(tmp_path):
     res = subprocess.run(["make", "-s", "demo", f"ARGS=hydra.run.dir={tmp_path / 'demo'}"], cwd=ROOT,
                          capture_output=True, text=True, env=env(OMP_NUM_THREADS="2"), timeout=900)
     assert res.returncode == 0, res.stderr[-2000:]
-    m = re.search(r"final test top-1 error ([\d.]+)%", res.stdout)
+    m = re.search(r"final val top-1 error ([\d.]+)%", res.stdout)
     assert m, res.stdout[-2000:]
     err = float(m.group(1))
     assert err < 5.0

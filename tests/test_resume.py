@@ -156,11 +156,11 @@ def test_code_carrying_pickle_is_refused_never_run(tmp_path):
 def test_injected_nan_stops_at_that_step_without_saving(tmp_path, capsys):
     from resnext.compose import compose_config
     from resnext.engine.dist import init_world
-    from resnext.engine.loop import EXIT_NONFINITE
+    from resnext.errors import EXIT_NONFINITE
     from resnext.session import build
 
     cfg = compose_config([*TINY, *RUN])
-    fit, _ = build(cfg, init_world("cpu"), tmp_path)
+    fit = build(cfg, init_world("cpu"), tmp_path)
     real = fit.loaders.train
 
     class NaNAt:  # the real loader, with one batch poisoned
@@ -179,10 +179,7 @@ def test_injected_nan_stops_at_that_step_without_saving(tmp_path, capsys):
                 yield (x * float("nan") if (self.epoch, i) == self.bad else x), y
 
     fit.loaders.train = NaNAt(real, 1, 2)  # epoch 2, its third step: global step 6 + 3 = 9
-    from resnext.engine.logging import RunLog
-
-    fit.log = RunLog(tmp_path, True, False)
-    code = fit.run()
+    code = fit.run().exit_code
     fit.log.close()
     assert code == EXIT_NONFINITE
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -16,9 +17,9 @@ from .data import Placement, build_loaders
 from .engine import checkpoint as ckpt
 from .engine.dist import World, init_world, shutdown
 from .engine.logging import RunLog
-from .engine.loop import Fit, FitOptions
+from .engine.loop import FitOptions, Parts, Trainer
 from .engine.precision import Precision, resolve
-from .errors import EXIT_USER_ERROR, ConfigError, UserError
+from .errors import EXIT_USER_ERROR, CheckpointError, ConfigError, UserError
 from .models import build_model
 from .models.complexity import measure
 from .optim import build_optimizer
@@ -64,8 +65,9 @@ def write_config(cfg: DictConfig, run_dir: Path) -> None:
     os.replace(tmp, run_dir / "config.yaml")
 
 
-def build(cfg: DictConfig, world: World, run_dir: Path) -> tuple[Fit, dict | None]:
-    """Everything ``fit`` needs, built from the config, plus the checkpoint to resume from (if any)."""
+def build(cfg: DictConfig, world: World, run_dir: Path) -> Trainer:
+    """The Trainer of this run: each part built from its own config subtree, resumed from the run
+    directory's checkpoint if there is one, its log open. User mistakes raise before anything is written."""
     t = cfg.trainer
     say = print if world.is_main else (lambda *_: None)
     precision: Precision = resolve(t.precision, t.channels_last, world.device)
@@ -80,12 +82,15 @@ def build(cfg: DictConfig, world: World, run_dir: Path) -> tuple[Fit, dict | Non
     rec = model_record(cfg, classes)
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     model = make_model(rec, cfg.model.init_from, say).to(world.device, memory_format=precision.memory_format)
+    state = ckpt.load_latest(run_dir / "checkpoints", lambda m: print(m, file=sys.stderr))
+    if state is not None and state.get("model_config") != rec:
+        raise CheckpointError(f"{run_dir / 'checkpoints'}: checkpoint is for model {state.get('model_config')}, "
+                              f"this run builds {rec}; use another run directory (hydra.run.dir=...)")
     if t.sync_bn and world.distributed:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer(cfg.optim, model, cfg.data.batch_size)
     steps = len(loaders.train) if not t.max_steps_per_epoch else min(len(loaders.train), t.max_steps_per_epoch)
     schedule = Schedule.from_config(cfg.schedule, steps, t.epochs)
-    state = ckpt.load_latest(run_dir / "checkpoints", lambda m: print(m, file=sys.stderr))
     torch.manual_seed(t.seed * 1000 + world.rank)  # per-rank stream (dropout) unless a resume restores it
     wrapped = model
     if world.distributed:
@@ -95,14 +100,12 @@ def build(cfg: DictConfig, world: World, run_dir: Path) -> tuple[Fit, dict | Non
         wrapped = torch.compile(wrapped)
     opts = FitOptions(
         epochs=t.epochs, eval_every=t.eval_every, log_every=t.log_every,
-        checkpoint_every_minutes=t.checkpoint_every_minutes, max_steps_per_epoch=t.max_steps_per_epoch,
-        label_smoothing=cfg.optim.label_smoothing, fail_on_nonfinite=t.fail_on_nonfinite,
-        hparams=flat_hparams(cfg), model_config=rec)
-    log = RunLog(run_dir, enabled=False, progress=False)  # run() opens the real one after a resume
-    fit = Fit(wrapped, model, loaders, optimizer, schedule, precision, world, run_dir, log, opts)
-    if state is not None:
-        fit.restore(state)
-    return fit, state
+        checkpoint_every_minutes=t.checkpoint_every_minutes, label_smoothing=cfg.optim.label_smoothing,
+        fail_on_nonfinite=t.fail_on_nonfinite, hparams=flat_hparams(cfg), model_config=rec)
+    resume_step = state["progress"]["global_step"] if state else 0
+    log = RunLog(run_dir, enabled=world.is_main, progress=t.progress, resume_step=resume_step)
+    parts = Parts(wrapped, model, loaders, optimizer, schedule, precision)
+    return Trainer(parts, world, run_dir, log, opts, resume=state)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> int:
@@ -111,31 +114,28 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
     try:
         try:
             validate(cfg, world.world_size, torch.cuda.is_available())
-            fit, state = build(cfg, world, run_dir)
+            trainer = build(cfg, world, run_dir)
         except UserError as e:
             if world.is_main:
                 print(f"error: {e}", file=sys.stderr, flush=True)
             return EXIT_USER_ERROR
-        s = fit.state
-        if world.is_main:
-            fit.log = RunLog(run_dir, True, cfg.trainer.progress, resume_step=s.global_step)
-            write_config(cfg, run_dir)
-            cx = measure(lambda: build_model(fit.o.model_config), cfg.data.image_size)
-            p = fit.precision
-            fit.log.record("start", world_size=world.world_size, device=world.device.type, precision=p.name,
+        with contextlib.closing(trainer.log) as log:
+            s = trainer.state
+            if world.is_main:
+                write_config(cfg, run_dir)
+                cx = measure(lambda: build_model(trainer.o.model_config), cfg.data.image_size)
+                p = trainer.precision
+                log.record("start", world_size=world.world_size, device=world.device.type, precision=p.name,
                            channels_last=p.channels_last, params=cx.params, macs=cx.macs,
                            epochs=cfg.trainer.epochs, start_step=s.global_step)
-            where = f"resuming at epoch {s.epoch + 1}, step {s.global_step}" if state else "starting"
-            fit.log.print(f"{cfg.name}: {where}; {cx.params / 1e6:.2f}M params, {cx.gflops:.2f} GFLOPs, "
+                where = f"resuming at epoch {s.epoch + 1}, step {s.global_step}" if trainer.resumed else "starting"
+                log.print(f"{cfg.name}: {where}; {cx.params / 1e6:.2f}M params, {cx.gflops:.2f} GFLOPs, "
                           f"{world.world_size} x {world.device.type}, {p.name}"
                           f"{', channels_last' if p.channels_last else ''}; run dir {run_dir}")
-        try:
-            return fit.run()
-        except UserError as e:  # e.g. an unreadable file met mid-epoch
-            if world.is_main:
-                fit.log.error(f"error: {e}")
-            return EXIT_USER_ERROR
-        finally:
-            fit.log.close()
+            try:
+                return trainer.run().exit_code
+            except UserError as e:  # e.g. an unreadable file met mid-epoch
+                log.error(f"error: {e}")
+                return EXIT_USER_ERROR
     finally:
         shutdown()

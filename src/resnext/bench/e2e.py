@@ -25,7 +25,7 @@ def _fit(overrides: list[str], steps: int):
                           f"trainer.max_steps_per_epoch={steps}"])
     world = init_world(cfg.trainer.device)
     validate(cfg, world.world_size, world.device.type == "cuda")
-    return build(cfg, world, Path(tempfile.mkdtemp(prefix="bench-e2e-")))[0], cfg
+    return build(cfg, world, Path(tempfile.mkdtemp(prefix="bench-e2e-"))), cfg
 
 
 def run(args) -> dict:

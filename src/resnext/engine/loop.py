@@ -1,7 +1,8 @@
-"""The training loop: train_step, evaluate and fit; the only place an optimizer step happens."""
+"""The training loop: train_step, evaluate and the Trainer's epochs; the only place an optimizer step happens."""
 
 from __future__ import annotations
 
+import enum
 import signal
 import time
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..data.base import Loaders
-from ..errors import EXIT_NONFINITE, EXIT_REQUEUE
+from ..errors import EXIT_NONFINITE, EXIT_OK, EXIT_REQUEUE
 from ..schedule import Schedule
 from . import checkpoint as ckpt
 from .dist import World, all_reduce_max
@@ -21,17 +22,41 @@ from .metrics import Meter
 from .precision import Precision
 
 
+class Outcome(enum.Enum):
+    """How a run (or one start of it) ended; the value is the status written in the ``end`` record."""
+
+    FINISHED = "finished"  # every epoch trained and evaluated
+    PREEMPTED = "preempted"  # a stop signal: saved at an agreed step, requeue to go on
+    NONFINITE = "failed"  # the loss or the weights went NaN/inf: nothing saved after the last good checkpoint
+
+    @property
+    def exit_code(self) -> int:
+        return {Outcome.FINISHED: EXIT_OK, Outcome.PREEMPTED: EXIT_REQUEUE,
+                Outcome.NONFINITE: EXIT_NONFINITE}[self]
+
+
 @dataclass
 class FitOptions:
     epochs: int  # epochs to train
     eval_every: int = 1  # evaluate every N epochs and after the last
     log_every: int = 50  # steps between logged step records
     checkpoint_every_minutes: float = 0.0  # extra mid-epoch saves; 0 = epoch ends only
-    max_steps_per_epoch: int = 0  # cap on steps per epoch; 0 = whole epoch
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     fail_on_nonfinite: bool = True  # stop at the first non-finite loss
     hparams: dict = field(default_factory=dict)  # flattened run settings for TensorBoard HParams
     model_config: dict = field(default_factory=dict)  # architecture record kept in checkpoints
+
+
+@dataclass
+class Parts:
+    """The built objects a run trains (each from its own config subtree)."""
+
+    model: nn.Module  # what the step calls: the network, maybe wrapped in DDP and/or torch.compile
+    raw: nn.Module  # the bare network: its state_dict is what checkpoints hold
+    loaders: Loaders  # this rank's train and val loaders
+    opt: torch.optim.Optimizer  # SGD over ``raw``'s parameters; each group keeps its ``base_lr``
+    schedule: Schedule  # lr factor per global step; also fixes the steps of an epoch
+    precision: Precision  # autocast dtype, loss scaling, memory format
 
 
 @dataclass
@@ -41,18 +66,19 @@ class Progress:
     epoch: int = 0  # current epoch (0-based)
     step_in_epoch: int = 0  # optimizer steps done within it
     global_step: int = 0  # optimizer steps done in the run
-    best_top1: float | None = None  # best validation top-1 error so far (%)
+    best_top1: float | None = None  # best validation top-1 error so far (%), chosen on the evaluation set
     wall_time: float = 0.0  # training seconds over all starts
 
 
 class StopFlag:
-    """Set by SIGUSR1/SIGTERM; the loop stops at the next step boundary that all ranks agree on."""
+    """Set by SIGUSR1/SIGTERM on this rank; ``agreed`` once every rank has seen a request."""
 
     SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.requested = False
-        self._old = {}
+        self.requested = False  # a signal reached this process
+        self.agreed = False  # some rank had a request at the last agreement: all ranks stop there
+        self._old: dict = {}
 
     def _handle(self, signum, frame) -> None:
         self.requested = True
@@ -95,11 +121,6 @@ def evaluate(model: nn.Module, loader, precision: Precision) -> dict[str, float]
     return meter.reduce()  # sync: all ranks' counts summed exactly
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "_orig_mod", model)  # torch.compile
-    return getattr(model, "module", model)  # DDP
-
-
 def _gather(obj, world: World) -> list:
     if not world.distributed:
         return [obj]
@@ -108,40 +129,43 @@ def _gather(obj, world: World) -> list:
     return out
 
 
-class Fit:
-    """Runs epochs over built objects; owns the resume/save/stop logic so the step stays short."""
+class Trainer:
+    """Runs the epochs of one start of a run: train, evaluate, log, save, stop when told."""
 
-    def __init__(self, model, raw_model, loaders: Loaders, optimizer, schedule: Schedule, precision: Precision,
-                 world: World, run_dir: Path, log: RunLog, opts: FitOptions) -> None:
-        self.model, self.raw = model, raw_model
-        self.loaders, self.opt, self.schedule = loaders, optimizer, schedule
-        self.precision, self.world, self.run_dir, self.log, self.o = precision, world, run_dir, log, opts
-        self.scaler = precision.scaler()
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=opts.label_smoothing)
-        self.state = Progress()
-        self.last_val: dict | None = None  # the latest evaluation of this start
-        self.meter = Meter(world.device)
+    def __init__(self, parts: Parts, world: World, run_dir: Path, log: RunLog, opts: FitOptions,
+                 resume: dict | None = None) -> None:
+        p = parts
+        self.model, self.raw, self.loaders, self.opt = p.model, p.raw, p.loaders, p.opt
+        self.schedule, self.precision = p.schedule, p.precision
+        self.world, self.log, self.o = world, log, opts
         self.ckpt_dir = run_dir / "checkpoints"
-        self.steps_per_epoch = schedule.steps_per_epoch
+        self.steps_per_epoch = p.schedule.steps_per_epoch
+        self.scaler = p.precision.scaler()
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=opts.label_smoothing)
+        self.state = Progress()  # saved in checkpoints
+        self.meter = Meter(world.device)  # this epoch's training loss and errors, summed on the device
+        self.last_val: dict | None = None  # the latest evaluation of this start
+        self.bad_step: int | None = None  # the first step whose loss or weights were not finite
+        self.epoch_images_per_s = 0.0  # training throughput of the latest epoch (this start's part of it)
         # non-finite detection stays on the device: the first bad step is read at sync points only
         self.first_bad = torch.full((), -1, dtype=torch.long, device=world.device)
         self.step_dev = torch.zeros((), dtype=torch.long, device=world.device)
-        # CPU: sync every step costs nothing; GPU: only at logging intervals, keeping the GPU fed
+        # CPU: a sync every step costs nothing; GPU: only at logging intervals, keeping the GPU fed
         self.sync_every = 1 if world.device.type == "cpu" else opts.log_every
+        self.resumed = resume is not None  # this start continues a checkpoint
+        if resume is not None:
+            self._restore(resume)
 
     # ---- checkpoints -------------------------------------------------------------------------
-    def restore(self, state: dict) -> None:
-        if state.get("model_config") != self.o.model_config:
-            raise ckpt.CheckpointError(
-                f"{self.ckpt_dir}: checkpoint is for model {state.get('model_config')}, this run builds "
-                f"{self.o.model_config}; use another run directory (hydra.run.dir=...)")
+    def _restore(self, state: dict) -> None:
+        """Continue from a checkpoint (its model_config already checked against this run's)."""
         self.raw.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.state = Progress(**state["progress"])
         per_rank = state["per_rank"]
-        mine = per_rank[self.world.rank] if len(per_rank) == self.world.world_size else None
-        if mine is not None:
+        if len(per_rank) == self.world.world_size:  # same world: each rank continues its own streams
+            mine = per_rank[self.world.rank]
             ckpt.set_rng_state(mine["rng"], self.world.device)
             self.meter.load(mine["meter"])
         self.step_dev.fill_(self.state.global_step)
@@ -161,39 +185,44 @@ class Fit:
                               "progress": state["progress"]}, self.ckpt_dir / ckpt.BEST)
 
     # ---- sync points -------------------------------------------------------------------------
-    def _nonfinite_step(self, check_weights: bool = False) -> int | None:
-        """The first step whose loss was not finite (1-based), if any; before a save also the weights."""
+    def _nonfinite(self, check_weights: bool = False) -> bool:
+        """Whether a loss (or, before a save, a weight) went non-finite; sets ``bad_step``."""
         if not self.o.fail_on_nonfinite:
-            return None
+            return False
         bad = int(all_reduce_max(self.first_bad.clone()).item())  # sync
         if bad < 0 and check_weights:
             finite = torch.stack([torch.isfinite(p).all() for p in self.raw.parameters()]).all()
             if not bool(finite):  # sync
                 bad = self.state.global_step
-        return bad if bad >= 0 else None
+        self.bad_step = bad if bad >= 0 else None
+        return self.bad_step is not None
 
-    def _agree(self, stop: StopFlag, save_due: bool) -> tuple[bool, bool]:
+    def _agree(self, stop: StopFlag, save_due: bool = False) -> bool:
+        """Sets ``stop.agreed`` and returns whether a save is due, both the same on every rank."""
         flags = torch.tensor([float(stop.requested), float(save_due)], device=self.world.device)
         flags = all_reduce_max(flags).tolist()  # sync: every rank stops/saves at the same step
-        return flags[0] > 0, flags[1] > 0
+        stop.agreed = flags[0] > 0
+        return flags[1] > 0
 
-    # ---- the epoch ---------------------------------------------------------------------------
-    def train_epoch(self, stop: StopFlag) -> str:
-        """Train the rest of the current epoch; returns "done", "stop" or "nonfinite"."""
+    # ---- one epoch ---------------------------------------------------------------------------
+    def train_epoch(self, stop: StopFlag) -> Outcome | None:
+        """Train the rest of the current epoch.
+
+        Returns None when the epoch reached its last step (``end_epoch`` comes next), PREEMPTED after
+        a mid-epoch save at an agreed stop, NONFINITE at a bad loss.
+        """
         s, loader = self.state, self.loaders.train
         loader.set_epoch(s.epoch, s.step_in_epoch)
         self.model.train()
         base_lrs = [g["base_lr"] for g in self.opt.param_groups]
-        global_batch = self.loaders.train.num_samples // max(len(loader), 1) * self.world.world_size
-        t_sync = last_save = time.perf_counter()
-        t_begin, start_step = t_sync, s.step_in_epoch
-        steps_since, data_time, logged_loss = 0, 0.0, None
+        global_batch = loader.num_samples // max(len(loader), 1) * self.world.world_size
+        last_sync = last_save = epoch_start = time.perf_counter()
+        first_step, steps_since_log, data_time = s.step_in_epoch, 0, 0.0
         self.log.start_bar(self.steps_per_epoch, s.step_in_epoch, f"epoch {s.epoch + 1}/{self.o.epochs}")
-        it = iter(loader)
-        self._stop_agreed = False
+        batches = iter(loader)
         while s.step_in_epoch < self.steps_per_epoch:
             t0 = time.perf_counter()
-            x, y = next(it)
+            x, y = next(batches)
             data_time += time.perf_counter() - t0
             factor = self.schedule.factor(s.global_step)
             for g, base in zip(self.opt.param_groups, base_lrs, strict=True):
@@ -204,107 +233,100 @@ class Fit:
             self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss), self.step_dev, self.first_bad)
             s.step_in_epoch += 1
             s.global_step += 1
-            steps_since += 1
+            steps_since_log += 1
             self.log.advance()
+
             at_log = s.global_step % self.o.log_every == 0
-            if not (at_log or s.global_step % self.sync_every == 0 or s.step_in_epoch == self.steps_per_epoch):
-                continue
-            bad = self._nonfinite_step()
-            if bad is not None:
+            at_end = s.step_in_epoch == self.steps_per_epoch
+            if not (at_log or at_end or s.global_step % self.sync_every == 0):
+                continue  # no host-device sync on this step
+            if self._nonfinite():
                 self.log.close_bar()
-                self.bad_step = bad
-                return "nonfinite"
+                return Outcome.NONFINITE
             now = time.perf_counter()
             if at_log:
-                ips = steps_since * global_batch / max(now - t_sync, 1e-9)
-                logged_loss = float(loss.item())  # sync (already synced above)
+                ips = steps_since_log * global_batch / max(now - last_sync, 1e-9)
                 lr = base_lrs[0] * factor
-                self.log.record("step", epoch=s.epoch, step=s.global_step, loss=logged_loss, lr=lr,
-                                images_per_s=ips, data_time=data_time / steps_since)
-                self.log.advance(0, loss=f"{logged_loss:.3f}", lr=f"{lr:.4g}", img_s=f"{ips:.0f}")
-                s.wall_time += now - t_sync
-                t_sync, steps_since, data_time = now, 0, 0.0
+                logged = float(loss.item())  # already synced above
+                self.log.record("step", epoch=s.epoch, step=s.global_step, loss=logged, lr=lr,
+                                images_per_s=ips, data_time=data_time / steps_since_log)
+                self.log.advance(0, loss=f"{logged:.3f}", lr=f"{lr:.4g}", img_s=f"{ips:.0f}")
+                s.wall_time += now - last_sync
+                last_sync, steps_since_log, data_time = now, 0, 0.0
             minutes = self.o.checkpoint_every_minutes
-            save_due = minutes > 0 and (now - last_save) > 60 * minutes and self.world.is_main
-            want_stop, want_save = self._agree(stop, save_due)
-            self._stop_agreed = want_stop
-            if s.step_in_epoch == self.steps_per_epoch:
-                break  # end_epoch evaluates and saves
-            if want_stop or want_save:
-                s.wall_time += now - t_sync
-                t_sync, steps_since, data_time = now, 0, 0.0
-                if self._nonfinite_step(check_weights=True) is not None:
+            save_due = self._agree(stop, minutes > 0 and now - last_save > 60 * minutes and self.world.is_main)
+            if at_end:
+                break  # end_epoch evaluates and saves (then stops if agreed)
+            if stop.agreed or save_due:
+                s.wall_time += now - last_sync
+                last_sync, steps_since_log, data_time = now, 0, 0.0
+                if self._nonfinite(check_weights=True):
                     self.log.close_bar()
-                    self.bad_step = s.global_step
-                    return "nonfinite"
+                    return Outcome.NONFINITE
                 self.save()
                 last_save = now
-                if want_stop:
+                if stop.agreed:
                     self.log.close_bar()
-                    return "stop"
+                    return Outcome.PREEMPTED
         end = time.perf_counter()
-        s.wall_time += end - t_sync
-        self.train_images_per_s = (s.step_in_epoch - start_step) * global_batch / max(end - t_begin, 1e-9)
+        s.wall_time += end - last_sync
+        self.epoch_images_per_s = (s.step_in_epoch - first_step) * global_batch / max(end - epoch_start, 1e-9)
         self.log.close_bar()
-        return "stop_after_epoch" if stop.requested or self._stop_agreed else "done"
+        return None
 
-    def end_epoch(self) -> bool:
-        """Evaluate when due, log the epoch, save; False if the weights went non-finite (nothing saved)."""
+    def end_epoch(self, epoch_time: float) -> Outcome | None:
+        """Evaluate when due, log the epoch, save; NONFINITE (nothing saved) if the weights went bad."""
         s = self.state
         train = self.meter.reduce()  # sync
         rec = {"epoch": s.epoch, "step": s.global_step, "lr": self.opt.param_groups[0]["lr"],
                "train_loss": train["loss"], "train_top1_err": train["top1_err"],
                "train_top5_err": train["top5_err"], "wall_time": s.wall_time}
         last = s.epoch + 1 == self.o.epochs
-        is_best = False
+        is_best, msg = False, ""
         if (s.epoch + 1) % self.o.eval_every == 0 or last:
-            val = evaluate(self.raw, self.loaders.val, self.precision)
-            self.last_val = val
+            val = self.last_val = evaluate(self.raw, self.loaders.val, self.precision)
             rec.update(val_loss=val["loss"], val_top1_err=val["top1_err"], val_top5_err=val["top5_err"])
             is_best = s.best_top1 is None or val["top1_err"] < s.best_top1
             if is_best:
                 s.best_top1 = val["top1_err"]
             msg = f"val top-1 error {val['top1_err']:.2f}%  top-5 {val['top5_err']:.2f}%  ({val['samples']} images)"
-        else:
-            msg = ""
-        rec["epoch_time"] = time.perf_counter() - self._epoch_t0
-        rec["images_per_s"] = self.train_images_per_s
+        rec.update(epoch_time=epoch_time, images_per_s=self.epoch_images_per_s)
         self.log.record("epoch", **rec)
         self.log.print(f"epoch {s.epoch + 1}/{self.o.epochs}: train loss {train['loss']:.4f}, "
                        f"train top-1 error {train['top1_err']:.2f}%  {msg}".rstrip())
         s.epoch += 1
         s.step_in_epoch = 0
         self.meter = Meter(self.world.device)
-        if self._nonfinite_step(check_weights=True) is not None:
-            self.bad_step = s.global_step
-            return False
+        if self._nonfinite(check_weights=True):
+            return Outcome.NONFINITE
         self.save(best=is_best)
-        return True
+        return None
 
     # ---- the run -----------------------------------------------------------------------------
-    def run(self) -> int:
-        """Train to the last epoch (or a stop); returns the process exit code."""
+    def run(self) -> Outcome:
+        """Train to the last epoch or to a stop; logs the end and returns how it ended."""
         s = self.state
-        status, code = "finished", 0
+        outcome = Outcome.FINISHED
         with StopFlag() as stop:
             while s.epoch < self.o.epochs:
-                self._epoch_t0 = time.perf_counter()
-                outcome = self.train_epoch(stop)
-                if outcome in ("done", "stop_after_epoch") and not self.end_epoch():
-                    outcome = "nonfinite"
-                if outcome == "nonfinite":
-                    self.log.error(f"error: non-finite loss at step {self.bad_step}; stopped without saving "
-                                   f"(last good checkpoint: {self.ckpt_dir / ckpt.LAST})")
-                    status, code = "failed", EXIT_NONFINITE
+                epoch_start = time.perf_counter()
+                ended = self.train_epoch(stop) or self.end_epoch(time.perf_counter() - epoch_start)
+                if ended is None and s.epoch < self.o.epochs:
+                    self._agree(stop)  # a signal that came during evaluation or the save
+                    ended = Outcome.PREEMPTED if stop.agreed else None
+                if ended is not None:
+                    outcome = ended
                     break
-                if outcome in ("stop", "stop_after_epoch") and s.epoch < self.o.epochs:
-                    self.log.print(f"stop requested: saved at step {s.global_step}; exit {EXIT_REQUEUE} (requeue me)")
-                    status, code = "preempted", EXIT_REQUEUE
-                    break
-        self.log.record("end", status=status, step=s.global_step, best_val_top1_err=s.best_top1)
-        if status == "finished":
+        if outcome is Outcome.NONFINITE:
+            self.log.error(f"error: non-finite loss at step {self.bad_step}; stopped without saving "
+                           f"(last good checkpoint: {self.ckpt_dir / ckpt.LAST})")
+        elif outcome is Outcome.PREEMPTED:
+            self.log.print(f"stop requested: saved at step {s.global_step}; exit {EXIT_REQUEUE} (requeue me)")
+        self.log.record("end", status=outcome.value, step=s.global_step, best_val_top1_err=s.best_top1)
+        if outcome is Outcome.FINISHED:
             self.log.hparams(self.o.hparams, {"best_val_top1_err": s.best_top1 or float("nan")})
             if self.last_val is not None:
-                self.log.print(f"done: final test top-1 error {self.last_val['top1_err']:.2f}%, "
-                               f"top-5 {self.last_val['top5_err']:.2f}% (best top-1 {s.best_top1:.2f}%)")
-        return code
+                self.log.print(f"done: final val top-1 error {self.last_val['top1_err']:.2f}%, "
+                               f"top-5 {self.last_val['top5_err']:.2f}% (best top-1 {s.best_top1:.2f}%, "
+                               "chosen on the evaluation set)")
+        return outcome
