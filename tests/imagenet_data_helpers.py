@@ -80,3 +80,25 @@ def crop_boxes(x: torch.Tensor, w: int, h: int) -> tuple[np.ndarray, np.ndarray,
         aspects.append(cw / ch)
         mirrored.append(xs[-1] < xs[0])
     return np.array(areas), np.array(aspects), np.array(mirrored)
+
+
+class PackedSource:
+    """A second ImageSource, as a packed format would be one: all samples' bytes in one blob with an
+    offset index, named ``pack.bin:<file>``. Built from a folder source, so it holds the same samples."""
+
+    def __init__(self, folder, damage: dict | None = None) -> None:
+        blobs = [Path(f).read_bytes() for f in folder.files]
+        for i, fn in (damage or {}).items():
+            blobs[i] = fn(blobs[i])
+        self.blob, self.offsets = b"".join(blobs), np.cumsum([0] + [len(b) for b in blobs]).tolist()
+        self.labels, self.classes, self.location = list(folder.labels), list(folder.classes), "pack.bin"
+        self.names = [f"pack.bin:{Path(f).parent.name}/{Path(f).name}" for f in folder.files]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def read(self, index: int) -> tuple[bytes, int]:
+        return self.blob[self.offsets[index]:self.offsets[index + 1]], self.labels[index]
+
+    def name(self, index: int) -> str:
+        return self.names[index]

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from imagenet_data_helpers import cfg, coordinate_folder, crop_boxes, ids, index_folder, place
+from imagenet_data_helpers import PackedSource, cfg, coordinate_folder, crop_boxes, ids, index_folder, place
 from PIL import Image
 
 from resnext.data import DataError, Placement, build_loaders
@@ -62,6 +62,42 @@ def test_file_list_replaces_the_train_scan(photo_root, tmp_path):
     with pytest.raises(DataError, match=f"missing.JPEG: listed in {lst}:1 but missing"):
         scan_root(str(photo_root), str(lst))
 
+
+
+def source_loader(source, backend, p: Placement, train: bool, **kw):
+    """A backend's Loader built straight on an ImageSource (what build_imagenet does after open_sources)."""
+    c = cfg("unused", backend, **kw)
+    batch = c.batch_size // p.world_size
+    if backend == "torch":
+        from resnext.data.imagenet_torch import TorchLoader
+
+        return TorchLoader(source, c, p, batch, train)
+    from resnext.data.dali import DaliLoader
+
+    return DaliLoader(source, c, p, batch, train, gpu=False)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backends_read_any_image_source(photo_root, backend):
+    """The loaders see samples only through the ImageSource interface: a packed source holding the
+    folder's samples gives bit-identical augmented training batches and evaluation batches."""
+    folder, val = scan_root(str(photo_root))
+    aug = dict(color_jitter=0.4, lighting=0.1, workers=0 if backend == "torch" else 1)
+    for src, train in ((folder, True), (val, False)):
+        a, b = (source_loader(s, backend, place(seed=6), train, **aug) for s in (src, PackedSource(src)))
+        a.set_epoch(1)
+        b.set_epoch(1)
+        xa, xb = [torch.cat([x for x, _ in ld]) for ld in (a, b)]
+        assert len(xa) == len(src) - len(src) % 4 * train and torch.equal(xa, xb)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_sample_of_a_source_is_named_by_it(photo_root, backend):
+    folder, _ = scan_root(str(photo_root))
+    packed = PackedSource(folder, damage={5: lambda b: b[:300]})
+    ld = source_loader(packed, backend, place(), True, batch_size=16, workers=0 if backend == "torch" else 1)
+    with pytest.raises(DataError, match=rf"^{re.escape(packed.name(5))}: not decodable[^\n]*$"):
+        list(ld)
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("world", [1, 2])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -11,8 +10,9 @@ import torch
 from ..errors import DataError
 from .base import Placement
 from .imagenet_augment import AugConfig, draw, image_size, sample_seed
-from .imagenet_folder import MEAN, STD, Split
+from .imagenet_folder import MEAN, STD
 from .plan import ShardPlan
+from .source import VERIFY_HINT, ImageSource, find_bad
 
 # nvJPEG buffer hints sized for ImageNet's largest images (the values of NVIDIA's ImageNet DALI
 # examples): buffers are allocated once, not grown mid-epoch; the preallocate hints feed the A100+
@@ -23,14 +23,15 @@ PREALLOCATE_WIDTH, PREALLOCATE_HEIGHT = 5980, 6430
 
 
 class Source:
-    """DALI external source: the next batch of encoded files and labels, and for training each sample's
-    augmentation (crop box, mirror, jitter factors, lighting-shifted mean) from imagenet_augment.
+    """DALI external source: the next batch of encoded images and labels read from an ImageSource, and for
+    training each sample's augmentation (crop box, mirror, jitter factors, lighting-shifted mean) from
+    imagenet_augment.
 
-    Reading the files here (not in DALI's file reader) is what lets the crop box come from our
+    Reading the samples here (not in DALI's file reader) is what lets the crop box come from our
     generator: it needs the image size, which the JPEG header gives."""
 
-    def __init__(self, split: Split, cfg, batch: int, train: bool) -> None:
-        self.split, self.aug, self.batch, self.train = split, AugConfig.of(cfg), batch, train
+    def __init__(self, images: ImageSource, cfg, batch: int, train: bool) -> None:
+        self.images, self.aug, self.batch, self.train = images, AugConfig.of(cfg), batch, train
         self.start([], [])
 
     def start(self, indices: list[int], positions: list[int], seed: int = 0, epoch: int = 0) -> None:
@@ -44,24 +45,20 @@ class Source:
             raise StopIteration
         self.cursor = hi = min(lo + self.batch, len(self.indices))
         idx = self.indices[lo:hi]
-        files = [self.split.files[i] for i in idx]
-        data = []
-        for f in files:
-            try:
-                data.append(np.fromfile(f, dtype=np.uint8))
-            except OSError as e:
-                raise DataError(f"{f}: cannot be read ({e.strerror or type(e).__name__})") from None
-        labels = np.array([self.split.labels[i] for i in idx], dtype=np.int32)
+        data, labels = [], np.empty(len(idx), np.int32)
+        for k, i in enumerate(idx):  # read() raises a DataError naming a sample it cannot read
+            encoded, labels[k] = self.images.read(i)
+            data.append(np.frombuffer(encoded, dtype=np.uint8))
         if not self.train:
             return data, labels
         n = len(idx)
         box, mirror = np.empty((n, 4), np.float32), np.empty(n, np.int32)
         jitter, mean = np.empty((n, 3), np.float32), np.empty((n, 3), np.float32)
-        for k, (f, d) in enumerate(zip(files, data, strict=True)):
+        for k, (i, d) in enumerate(zip(idx, data, strict=True)):
             try:
                 w, h = image_size(d)
             except ValueError as e:
-                raise DataError(f"{f}: {e}; run `python -m resnext.data verify ROOT` to list every such file") from None
+                raise DataError(f"{self.images.name(i)}: {e}; {VERIFY_HINT}") from None
             a = draw(sample_seed(self.seed, self.epoch, self.positions[lo + k]), w, h, self.aug)
             box[k] = (a.x, a.y, a.w, a.h)
             mirror[k] = a.flip  # lighting below: x + s - m = x - (m - s), a per-sample mean
@@ -141,11 +138,11 @@ class DaliLoader:
     by its own (seed, epoch, position) draw. Evaluation: this rank's contiguous shard, in order, its last
     batch partial."""
 
-    def __init__(self, split: Split, cfg, place: Placement, batch: int, train: bool, gpu: bool) -> None:
-        self.split, self.cfg, self.place, self.batch, self.gpu = split, cfg, place, batch, gpu
-        self.plan = ShardPlan.of(len(split), batch, place, train)
+    def __init__(self, images: ImageSource, cfg, place: Placement, batch: int, train: bool, gpu: bool) -> None:
+        self.images, self.cfg, self.place, self.batch, self.gpu = images, cfg, place, batch, gpu
+        self.plan = ShardPlan.of(len(images), batch, place, train)
         self.num_samples = self.plan.num_samples
-        self.source = Source(split, cfg, batch, train)
+        self.source = Source(images, cfg, batch, train)
         self.epoch, self.start_step = 0, 0
         self._it = None  # DALIGenericIterator, reused while each epoch runs to its end
         self._clean = False  # the last epoch ran to its end: the pipeline can start the next one
@@ -170,16 +167,11 @@ class DaliLoader:
         return self._it
 
     def _bad_file(self, step: int, error: Exception) -> DataError:
-        """Name the file that broke decoding: check the batches around the failing one first."""
-        from .tools import problem
-
-        files = [self.split.files[i] for i in self.source.indices]
-        for f in files[max(0, step - 1) * self.batch:(step + 3) * self.batch] + files:
-            why = problem(Path(f))
-            if why:
-                return DataError(f"{f}: {why}; run `python -m resnext.data verify ROOT` to list every such file")
+        """Name the sample that broke decoding: check the batches around the failing one first."""
+        served = self.source.indices
+        bad = find_bad(self.images, served[max(0, step - 1) * self.batch:(step + 3) * self.batch] + served)
         first = next((ln for ln in str(error).splitlines() if "rror" in ln), str(error)[:200])
-        return DataError(f"DALI could not decode a file under {Path(files[0]).parents[1]}: {first.strip()}")
+        return bad or DataError(f"DALI could not decode a file under {self.images.location}: {first.strip()}")
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         indices, positions = (t.tolist() for t in self.plan.indices(self.epoch, self.start_step))

@@ -1,13 +1,12 @@
-"""ImageNet loaders: scan the folder once, then pick the backend (DALI on GPU or CPU, or torchvision)."""
+"""ImageNet loaders: open the train/val ImageSources, then pick the backend (DALI on GPU or CPU, or torchvision)."""
 
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 from ..errors import DataError
 from .base import Loaders, Placement
-from .imagenet_folder import scan_root
+from .source import ImageSource
 
 BACKENDS = ("dali_gpu", "dali_cpu", "torch")
 
@@ -37,9 +36,18 @@ def pick_backend(backend: str, place: Placement) -> str:
     return backend
 
 
+def open_sources(cfg) -> tuple[ImageSource, ImageSource]:
+    """The train and val ImageSources of ``cfg.root``: today the JPEG folder layout (root/train/<class>,
+    root/val/<class>, or ``cfg.file_list`` for train). A packed format is recognised here and returns
+    its own ImageSource pair; nothing after this point knows the storage format."""
+    from .imagenet_folder import scan_root
+
+    return scan_root(cfg.root, cfg.file_list)
+
+
 def build_imagenet(cfg, place: Placement) -> Loaders:
-    """Loaders for an ImageNet-layout folder (root/train/<class>, root/val/<class>)."""
-    train, val = scan_root(cfg.root, cfg.file_list)
+    """Loaders for an ImageNet-style data set: its sources, served by the chosen backend."""
+    train, val = open_sources(cfg)
     backend = pick_backend(cfg.backend, place)
     w = place.world_size
     batch, eval_batch = cfg.batch_size // w, (cfg.eval_batch_size or cfg.batch_size) // w
@@ -47,7 +55,7 @@ def build_imagenet(cfg, place: Placement) -> Loaders:
         raise DataError(f"data.batch_size={cfg.batch_size}, data.eval_batch_size={cfg.eval_batch_size}: "
                         f"each of the {w} ranks needs at least one image per batch")
     if len(train) < batch * w:
-        raise DataError(f"{Path(cfg.root) / 'train'}: {len(train)} images, fewer than one global batch "
+        raise DataError(f"{train.location}: {len(train)} images, fewer than one global batch "
                         f"(data.batch_size={cfg.batch_size})")
     if backend == "torch":
         from .imagenet_torch import TorchLoader

@@ -1,4 +1,4 @@
-"""The ImageNet folder layout: list (path, label) samples per split and refuse unusable roots in one line."""
+"""The JPEG folder ImageSource: scan root/{train,val}/<class>/ (or a file list), refuse unusable roots in one line."""
 
 from __future__ import annotations
 
@@ -19,13 +19,28 @@ EIGVEC = ((-0.5675, 0.7192, 0.4009),
 
 
 @dataclass(frozen=True)
-class Split:
+class FolderSource:
+    """An ImageSource (source.py) over image files: sample i is files[i] with label labels[i]."""
+
     files: list[str]  # absolute paths
     labels: list[int]  # class index per file
     classes: list[str]  # class folder names; index = position (sorted, torchvision's convention)
+    location: str  # the split folder, or the file list the samples came from
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def read(self, index: int) -> tuple[bytes, int]:
+        """The file's bytes and its label."""
+        f = self.files[index]
+        try:
+            with open(f, "rb") as fh:
+                return fh.read(), self.labels[index]
+        except OSError as e:
+            raise DataError(f"{f}: cannot be read ({e.strerror or type(e).__name__})") from None
+
+    def name(self, index: int) -> str:
+        return self.files[index]
 
 
 def _class_dirs(split_dir: Path) -> list[str]:
@@ -37,7 +52,7 @@ def _images(folder: Path) -> list[str]:
                   if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
 
 
-def scan_split(root: Path, split: str, classes: list[str] | None = None) -> Split:
+def scan_split(root: Path, split: str, classes: list[str] | None = None) -> FolderSource:
     """Samples of root/split/<class>/*; with ``classes`` given (train's), val must have the same set."""
     d = root / split
     if not d.is_dir():
@@ -56,10 +71,10 @@ def scan_split(root: Path, split: str, classes: list[str] | None = None) -> Spli
             raise DataError(f"{d / name}: empty class folder; every class needs at least one image")
         files += imgs
         labels += [i] * len(imgs)
-    return Split(files, labels, found)
+    return FolderSource(files, labels, found, str(d))
 
 
-def read_file_list(root: Path, list_file: str, classes: list[str]) -> Split:
+def read_file_list(root: Path, list_file: str, classes: list[str]) -> FolderSource:
     """Training samples from a list of "relative/path label" lines (paths relative to root)."""
     path = Path(list_file)
     if not path.is_file():
@@ -81,10 +96,10 @@ def read_file_list(root: Path, list_file: str, classes: list[str]) -> Split:
         labels.append(label)
     if not files:
         raise DataError(f"{path}: data.file_list is empty")
-    return Split(files, labels, classes)
+    return FolderSource(files, labels, classes, str(path))
 
 
-def scan_root(root: str | None, file_list: str | None = None) -> tuple[Split, Split]:
+def scan_root(root: str | None, file_list: str | None = None) -> tuple[FolderSource, FolderSource]:
     """Train and val samples of an ImageNet-layout root."""
     if not root:
         raise DataError("data.root is not set; give the folder holding train/ and val/")

@@ -1,9 +1,9 @@
-"""torchvision backend for ImageNet folders: PIL decoding in DataLoader workers, the same semantics as DALI."""
+"""torchvision backend for ImageNet sources: PIL decoding in DataLoader workers, the same semantics as DALI."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 from PIL import Image
@@ -13,8 +13,9 @@ from torchvision.transforms import functional as F
 from ..errors import DataError
 from .base import Placement
 from .imagenet_augment import AugConfig, draw, sample_seed
-from .imagenet_folder import MEAN, STD, Split
+from .imagenet_folder import MEAN, STD
 from .plan import ShardPlan
+from .source import VERIFY_HINT, ImageSource, find_bad
 
 
 class TrainTransform:
@@ -52,26 +53,26 @@ class ValTransform:
         return F.normalize(F.to_tensor(img), MEAN, STD)
 
 
-class Files(Dataset):
-    """Images of a split; an item is (index, augmentation seed), as IndexSampler yields them. A file that
-    cannot be decoded comes back as a blank image with label -1 - index (an exception raised in a
-    worker would cost a traceback and a stuck worker): TorchLoader turns it into a DataError."""
+class Samples(Dataset):
+    """Images of an ImageSource; an item is (index, augmentation seed), as IndexSampler yields them. A
+    sample that cannot be read or decoded comes back as a blank image with label -1 - index (an exception
+    raised in a worker would cost a traceback and a stuck worker): TorchLoader turns it into a DataError."""
 
-    def __init__(self, split: Split, transform, side: int) -> None:
-        self.split, self.transform, self.side = split, transform, side
+    def __init__(self, images: ImageSource, transform, side: int) -> None:
+        self.images, self.transform, self.side = images, transform, side
 
     def __len__(self) -> int:
-        return len(self.split)
+        return len(self.images)
 
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
         i, seed = item
-        path = self.split.files[i]
         try:
-            with Image.open(path) as im:
+            data, label = self.images.read(i)
+            with Image.open(io.BytesIO(data)) as im:
                 img = im.convert("RGB")
-        except Exception:  # PIL raises many types for a bad file
+        except Exception:  # a DataError from read, or one of PIL's many types for a bad file
             return torch.zeros(3, self.side, self.side), -1 - i
-        return self.transform(img, seed), self.split.labels[i]
+        return self.transform(img, seed), label
 
 
 class IndexSampler(Sampler):
@@ -94,27 +95,20 @@ class IndexSampler(Sampler):
         return len(self.indices)
 
 
-def _bad_file(path: str) -> DataError:
-    from .tools import problem
-
-    why = problem(Path(path)) or "not decodable"
-    return DataError(f"{path}: {why}; run `python -m resnext.data verify ROOT` to list every such file")
-
-
 class TorchLoader:
     """A Loader over a torch DataLoader (workers, pinned memory on CUDA, persistent workers); which
     samples it serves, and their augmentation positions, come from the rank's ShardPlan."""
 
-    def __init__(self, split: Split, cfg, place: Placement, batch: int, train: bool) -> None:
-        self.split, self.place = split, place
-        self.plan = ShardPlan.of(len(split), batch, place, train)
+    def __init__(self, images: ImageSource, cfg, place: Placement, batch: int, train: bool) -> None:
+        self.images, self.place = images, place
+        self.plan = ShardPlan.of(len(images), batch, place, train)
         self.num_samples = self.plan.num_samples
         self.sampler = IndexSampler()
         workers = max(0, cfg.workers)
         transform, side = (TrainTransform(cfg), cfg.image_size) if train else (ValTransform(cfg), cfg.val_crop)
-        files = Files(split, transform, int(side))
-        self.loader = DataLoader(files, batch_size=batch, sampler=self.sampler, num_workers=workers,
-                                 pin_memory=place.device.type == "cuda", persistent_workers=workers > 0)
+        self.loader = DataLoader(Samples(images, transform, int(side)), batch_size=batch, sampler=self.sampler,
+                                 num_workers=workers, pin_memory=place.device.type == "cuda",
+                                 persistent_workers=workers > 0)
         self.set_epoch(0)
 
     def __len__(self) -> int:
@@ -132,6 +126,7 @@ class TorchLoader:
             return
         for x, y in self.loader:
             if (y < 0).any():  # CPU labels: no device sync
-                raise _bad_file(self.split.files[-1 - int(y.min())])
+                i = -1 - int(y.min())
+                raise find_bad(self.images, [i]) or DataError(f"{self.images.name(i)}: not decodable; {VERIFY_HINT}")
             x = x.to(dev, non_blocking=True).to(dtype=self.place.dtype, memory_format=fmt)
             yield x, y.to(dev, non_blocking=True)

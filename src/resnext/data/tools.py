@@ -12,6 +12,7 @@ from PIL import Image
 
 from ..errors import DataError
 from .imagenet_folder import IMAGE_EXTENSIONS, _class_dirs
+from .source import content_problem
 
 VAL_NAME = "ILSVRC2012_val_{:08d}.JPEG"  # the official val file names, numbered from 1
 
@@ -40,25 +41,10 @@ def make_fake(root: Path, classes: int, per_class: int, val_per_class: int, size
 def problem(path: Path) -> str | None:
     """Why an image file is unusable for training (named by its content, not its suffix), or None."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-        png = head.startswith(b"\x89PNG")
-        if path.suffix.lower() == ".png":
-            if not png:
-                return "not a PNG file"
-        elif png:
-            return f"PNG data in a {path.suffix} file"
-        elif not head.startswith(b"\xff\xd8"):
-            return "not a JPEG file"
-        with Image.open(path) as im:
-            mode = im.mode
-            im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))  # JPEG: decode at 1/8 scale
-            im.load()  # still reads every entropy-coded block: truncation and broken streams raise
-        if mode == "CMYK":
-            return "CMYK JPEG (decoders expect RGB or grayscale)"
-    except Exception as e:  # any decoding failure is a finding, not a crash
+        data = path.read_bytes()
+    except OSError as e:  # unreadable: as much a finding as a broken stream
         return f"not decodable ({type(e).__name__})"
-    return None
+    return content_problem(data, path.name)
 
 
 def _check(path: str) -> tuple[str, str | None]:
