@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from torchvision import transforms as T
 
 from .cli import Loaded, OneLineParser, Preprocessing, load_model
 from .data.cifar import LAYOUT as CIFAR_LAYOUT
+from .data.pickles import read_pickle
 from .errors import UserError, fail
 
 CIFAR_META = {"cifar10": ("batches.meta", "label_names"), "cifar100": ("meta", "fine_label_names")}
@@ -41,10 +41,11 @@ def _cifar_names(root: Path, dataset: str) -> list[str] | None:
     for folder in (root / CIFAR_LAYOUT[dataset][0], root):
         if (folder / meta_file).is_file():
             try:
-                with open(folder / meta_file, "rb") as f:
-                    meta = pickle.load(f, encoding="bytes")
+                meta = read_pickle(folder / meta_file)  # refuses (DataError) a file that would run code
                 names = meta.get(key.encode(), meta.get(key))
                 return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+            except UserError:
+                raise
             except Exception:  # a names file we cannot read only costs the names
                 return None
     return None
@@ -121,9 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         loaded = load_model(args.weights, args.arch)
         results = predict(loaded, args.images, args.topk, args.image_size)
+        names = class_names(loaded)
     except UserError as e:
         fail(str(e))
-    names = class_names(loaded)
     print(f"model: {loaded.what}, {loaded.num_classes} classes", flush=True)
     for path, top in results:
         print(path)

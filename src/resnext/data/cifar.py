@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 from ..errors import DataError
 from .base import Loaders, Placement
 from .memory import MemoryLoader
+from .pickles import read_pickle
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -36,12 +36,13 @@ def _folder(root: Path, dataset: str) -> Path:
 
 def _read(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     try:
-        with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
+        d = read_pickle(path)  # refuses (DataError) a file that would run code
         # the official batches (Python 2 pickles) load with bytes keys; batches written by Python 3 have str keys
         d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
         data = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(d[label_key], dtype=np.int64)
+    except DataError:
+        raise
     except Exception as e:  # any malformed file is a user error about that path
         raise DataError(f"{path}: not a readable CIFAR python batch ({type(e).__name__}: {e})") from None
     if len(data) != len(labels):
