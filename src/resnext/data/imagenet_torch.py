@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import signal
 from collections.abc import Iterator
 
 import torch
@@ -16,6 +17,15 @@ from .imagenet_augment import AugConfig, draw, sample_seed
 from .imagenet_folder import MEAN, STD
 from .plan import ShardPlan
 from .source import VERIFY_HINT, ImageSource, find_bad
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: a worker ignores SIGTERM and SIGINT. ``kill -TERM -- -PGID`` (timeout,
+    Slurm's cancel) and a terminal's Ctrl-C reach the whole process group; a worker dying of them would
+    make the main process raise mid-step. The trainer alone decides what a stop signal means (save, then
+    exit); workers end when it closes the loader or exits."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class TrainTransform:
@@ -108,7 +118,7 @@ class TorchLoader:
         transform, side = (TrainTransform(cfg), cfg.image_size) if train else (ValTransform(cfg), cfg.val_crop)
         self.loader = DataLoader(Samples(images, transform, int(side)), batch_size=batch, sampler=self.sampler,
                                  num_workers=workers, pin_memory=place.device.type == "cuda",
-                                 persistent_workers=workers > 0)
+                                 persistent_workers=workers > 0, worker_init_fn=ignore_stop_signals)
         self.set_epoch(0)
 
     def __len__(self) -> int:

@@ -1,0 +1,80 @@
+"""DataLoader workers of the torch backend ignore SIGTERM and SIGINT: a signal to the process group is the trainer's."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from imagenet_data_helpers import cfg, ids, index_folder, place
+
+from resnext.data import build_loaders
+
+
+def children() -> set[int]:
+    """Pids of this process's children (a /proc scan: each /proc/PID/stat names its parent)."""
+    out = set()
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            if int(fields[1]) == os.getpid():
+                out.add(int(d))
+    return out
+
+
+def ignores(pid: int, sig: int) -> bool:
+    """Whether process ``pid`` ignores ``sig`` (the SigIgn mask of /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        mask = next(int(line.split()[1], 16) for line in f if line.startswith("SigIgn:"))
+    return bool(mask >> (sig - 1) & 1)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return index_folder(tmp_path_factory.mktemp("sig"), 24, 4)
+
+
+def started(root, seed=0):
+    """A torch-backend training loader with 2 workers, and its iterator after both workers served a batch."""
+    ld = build_loaders(cfg(root, "torch", batch_size=2, workers=2), place(seed=seed)).train
+    before = children()
+    it = iter(ld)
+    first = [ids(next(it)[0]) for _ in range(2)]  # batches go round-robin: one from each worker
+    workers = children() - before
+    assert len(workers) == 2
+    return ld, it, first, workers
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_workers_ignore_stop_signals_and_the_epoch_goes_on(root, sig):
+    want = [ids(x) for x, _ in build_loaders(cfg(root, "torch", batch_size=2, workers=0), place(seed=1)).train]
+    ld, it, got, workers = started(root, seed=1)
+    for pid in workers:
+        assert ignores(pid, signal.SIGTERM) and ignores(pid, signal.SIGINT)
+        os.kill(pid, sig)
+    time.sleep(0.2)  # a worker that did not ignore it would be dead by now
+    got += [ids(x) for x, _ in it]
+    assert got == want and len(got) == 12
+    for pid in workers:  # persistent workers: still alive, and they serve the next epoch too
+        os.kill(pid, 0)
+    ld.set_epoch(1)
+    assert len([x for x, _ in ld]) == 12 and children() >= workers
+
+
+def test_without_it_a_signalled_worker_breaks_the_epoch(root, monkeypatch):
+    """The control: workers that keep the default SIGTERM action die of it and the main process raises."""
+    import resnext.data.imagenet_torch as backend
+
+    monkeypatch.setattr(backend, "ignore_stop_signals", lambda worker_id: None)
+    ld, it, _, workers = started(root)
+    assert not any(ignores(pid, signal.SIGTERM) for pid in workers)
+    for pid in workers:
+        os.kill(pid, signal.SIGTERM)
+    time.sleep(0.2)
+    with pytest.raises(RuntimeError, match=r"DataLoader worker .*(killed by signal|exited unexpectedly)"):
+        list(it)
