@@ -1,7 +1,8 @@
-"""The one user-error base class, every exit code, and how a program reports a user mistake."""
+"""The one user-error base class, every exit code, and how a program reports a user mistake (argparse too)."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -12,6 +13,7 @@ EXIT_CHECK_FAILED = 1  # a check found problems: `resnext.data verify` (bad file
 EXIT_USER_ERROR = 2  # bad input: one line on stderr naming what is wrong and what would be right
 EXIT_NONFINITE = 3  # the loss became NaN/inf; nothing saved after the last good checkpoint
 EXIT_SAVE_FAILED = 4  # a checkpoint could not be written (disk full, I/O error, permission)
+EXIT_INTERRUPTED = 130  # Ctrl-C before training started, or a second Ctrl-C: nothing saved (128 + SIGINT)
 EXIT_REQUEUE = 75  # stopped by a signal after saving: requeue me (EX_TEMPFAIL)
 
 
@@ -35,10 +37,21 @@ class CheckpointError(UserError):
     """A checkpoint or weights file that is missing, unreadable, unsafe or for another model."""
 
 
+class SaveError(Exception):
+    """A checkpoint could not be written (not the user's input: the disk). Exit code 4, one line."""
+
+
 def fail(message: str) -> NoReturn:
     """Report a user mistake: one line on stderr, exit code 2, no traceback."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(EXIT_USER_ERROR)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage mistakes end in one line on stderr and exit code 2 (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{self.prog}: {message} (see --help)")
 
 
 def reports_user_errors(main: Callable[..., object]) -> Callable[..., object]:

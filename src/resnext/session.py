@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -15,11 +13,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from .config import validate
 from .data import Placement, build_loaders
 from .engine import checkpoint as ckpt
-from .engine.dist import World, init_world, shutdown
+from .engine.dist import World, all_reduce_max, init_world, shutdown
 from .engine.logging import RunLog
 from .engine.loop import FitOptions, Parts, Trainer
 from .engine.precision import Precision, resolve
-from .errors import EXIT_USER_ERROR, CheckpointError, ConfigError, UserError
+from .engine.rundir import CONFIG, RunLock, check_resume, saved_config, write_text_atomic
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, CheckpointError, ConfigError, UserError
 from .models import build_model
 from .models.complexity import measure
 from .optim import build_optimizer
@@ -59,15 +58,17 @@ def flat_hparams(cfg: DictConfig) -> dict:
 
 def write_config(cfg: DictConfig, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".config.", suffix=".yaml")
-    with os.fdopen(fd, "w") as f:
-        f.write(OmegaConf.to_yaml(cfg, resolve=True))
-    os.replace(tmp, run_dir / "config.yaml")
+    write_text_atomic(run_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
 
 
-def build(cfg: DictConfig, world: World, run_dir: Path) -> Trainer:
-    """The Trainer of this run: each part built from its own config subtree, resumed from the run
-    directory's checkpoint if there is one, its log open. User mistakes raise before anything is written."""
+def load_state(run_dir: Path, world: World) -> dict | None:
+    """The run directory's latest loadable checkpoint (None for a new run); rank 0 moves a corrupt one aside."""
+    warn = (lambda m: print(m, file=sys.stderr, flush=True)) if world.is_main else (lambda m: None)
+    return ckpt.load_latest(run_dir / "checkpoints", warn, move_aside=world.is_main)
+
+
+def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None) -> tuple[Parts, FitOptions]:
+    """Each part built from its own config subtree; user mistakes raise before anything is written."""
     t = cfg.trainer
     say = print if world.is_main else (lambda *_: None)
     precision: Precision = resolve(t.precision, t.channels_last, world.device)
@@ -82,7 +83,6 @@ def build(cfg: DictConfig, world: World, run_dir: Path) -> Trainer:
     rec = model_record(cfg, classes)
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     model = make_model(rec, cfg.model.init_from, say).to(world.device, memory_format=precision.memory_format)
-    state = ckpt.load_latest(run_dir / "checkpoints", lambda m: print(m, file=sys.stderr))
     if state is not None and state.get("model_config") != rec:
         raise CheckpointError(f"{run_dir / 'checkpoints'}: checkpoint is for model {state.get('model_config')}, "
                               f"this run builds {rec}; use another run directory (hydra.run.dir=...)")
@@ -102,40 +102,101 @@ def build(cfg: DictConfig, world: World, run_dir: Path) -> Trainer:
         epochs=t.epochs, eval_every=t.eval_every, log_every=t.log_every,
         checkpoint_every_minutes=t.checkpoint_every_minutes, label_smoothing=cfg.optim.label_smoothing,
         fail_on_nonfinite=t.fail_on_nonfinite, hparams=flat_hparams(cfg), model_config=rec)
-    resume_step = state["progress"]["global_step"] if state else 0
-    log = RunLog(run_dir, enabled=world.is_main, progress=t.progress, resume_step=resume_step)
-    parts = Parts(wrapped, model, loaders, optimizer, schedule, precision)
+    return Parts(wrapped, model, loaders, optimizer, schedule, precision), opts
+
+
+def build(cfg: DictConfig, world: World, run_dir: Path) -> Trainer:
+    """The Trainer of a run directory (resumed from its checkpoint if it has one), its log open on rank 0."""
+    state = load_state(run_dir, world)
+    parts, opts = build_parts(cfg, world, run_dir, state)
+    log = RunLog(run_dir, enabled=world.is_main, progress=cfg.trainer.progress,
+                 resume_step=state["progress"]["global_step"] if state else 0)
     return Trainer(parts, world, run_dir, log, opts, resume=state)
 
 
-def run(cfg: DictConfig, run_dir: Path) -> int:
-    """Validate, build, resume if the run directory has a checkpoint, train; returns the exit code."""
-    world = init_world(cfg.trainer.device)
-    try:
+def _lock(lock: RunLock, world: World) -> None:
+    """Rank 0 takes the run directory's lock; every rank raises UserError if it could not."""
+    error = ""
+    if world.is_main:
         try:
-            validate(cfg, world.world_size, torch.cuda.is_available())
-            trainer = build(cfg, world, run_dir)
+            lock.acquire()
         except UserError as e:
-            if world.is_main:
-                print(f"error: {e}", file=sys.stderr, flush=True)
-            return EXIT_USER_ERROR
-        with contextlib.closing(trainer.log) as log:
-            s = trainer.state
-            if world.is_main:
-                write_config(cfg, run_dir)
-                cx = measure(lambda: build_model(trainer.o.model_config), cfg.data.image_size)
-                p = trainer.precision
-                log.record("start", world_size=world.world_size, device=world.device.type, precision=p.name,
-                           channels_last=p.channels_last, params=cx.params, macs=cx.macs,
-                           epochs=cfg.trainer.epochs, start_step=s.global_step)
-                where = f"resuming at epoch {s.epoch + 1}, step {s.global_step}" if trainer.resumed else "starting"
-                log.print(f"{cfg.name}: {where}; {cx.params / 1e6:.2f}M params, {cx.gflops:.2f} GFLOPs, "
-                          f"{world.world_size} x {world.device.type}, {p.name}"
-                          f"{', channels_last' if p.channels_last else ''}; run dir {run_dir}")
-            try:
-                return trainer.run().exit_code
-            except UserError as e:  # e.g. an unreadable file met mid-epoch
-                log.error(f"error: {e}")
-                return EXIT_USER_ERROR
+            error = str(e)
+    if all_reduce_max(torch.tensor(float(bool(error)), device=world.device)).item() > 0:  # sync
+        raise UserError(error or "rank 0 could not lock the run directory")
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    """A rejected command leaves no empty run directory behind (Hydra creates it before main)."""
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()  # only succeeds on an empty directory
+
+
+def start_line(cfg: DictConfig, trainer: Trainer, world: World, run_dir: Path, diff: dict) -> None:
+    """The start record and console line (rank 0)."""
+    s, p, log = trainer.state, trainer.precision, trainer.log
+    cx = measure(lambda: build_model(trainer.o.model_config), cfg.data.image_size)
+    log.record("start", world_size=world.world_size, device=world.device.type, precision=p.name,
+               channels_last=p.channels_last, params=cx.params, macs=cx.macs, epochs=cfg.trainer.epochs,
+               start_step=s.global_step, changes={k: list(v) for k, v in diff.items()})
+    where = f"resuming at epoch {s.epoch + 1}, step {s.global_step}" if trainer.resumed else "starting"
+    log.print(f"{cfg.name}: {where}; {cx.params / 1e6:.2f}M params, {cx.gflops:.2f} GFLOPs, "
+              f"{world.world_size} x {world.device.type}, {p.name}"
+              f"{', channels_last' if p.channels_last else ''}; run dir {run_dir}")
+    for key, (was, now) in diff.items():
+        log.print(f"  changed since the last start: {key}: {was!r} -> {now!r}")
+
+
+def run(cfg: DictConfig, run_dir: Path) -> int:
+    """Validate, lock, check a resume's settings, build, train; returns the exit code."""
+    world = init_world(cfg.trainer.device)
+    lock = RunLock(run_dir)
+    try:
+        return _run(cfg, run_dir, world, lock)
+    except KeyboardInterrupt:  # Ctrl-C before the trainer's handler was installed
+        if world.is_main:
+            print("error: interrupted before training started; nothing was saved", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     finally:
+        lock.release()
         shutdown()
+
+
+def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock) -> int:
+    try:
+        validate(cfg, world.world_size, torch.cuda.is_available())
+        _lock(lock, world)
+        saved = saved_config(run_dir)
+        state = load_state(run_dir, world)
+        parts, opts = build_parts(cfg, world, run_dir, state)  # the model's own errors come first
+        diff = check_resume(saved, cfg, list(cfg.trainer.accept_changes)) if saved is not None else {}
+        if state is not None and state["progress"]["epoch"] >= cfg.trainer.epochs and not diff:
+            if world.is_main:
+                print(f"{cfg.name}: already finished ({state['progress']['epoch']} epochs) in {run_dir}; "
+                      "nothing to do (raise trainer.epochs to extend the run)", flush=True)
+            return EXIT_OK
+    except UserError as e:
+        if world.is_main:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            lock.release()
+            _remove_if_empty(run_dir)
+        return EXIT_USER_ERROR
+    if world.is_main:
+        lock.claim()
+    opts.reset_optimizer = any(k.startswith("optim.") for k in diff)
+    log = RunLog(run_dir, enabled=world.is_main, progress=cfg.trainer.progress,
+                 resume_step=state["progress"]["global_step"] if state else 0)
+    trainer = Trainer(parts, world, run_dir, log, opts, resume=state)
+    with contextlib.closing(log):
+        if world.is_main:
+            if diff and saved is not None:  # keep what the earlier steps were trained with
+                write_text_atomic(run_dir / f"config.step-{trainer.state.global_step}.yaml",
+                                  OmegaConf.to_yaml(saved))
+            if saved is None or diff:
+                write_config(cfg, run_dir)
+            start_line(cfg, trainer, world, run_dir, diff)
+        try:
+            return trainer.run().exit_code
+        except UserError as e:  # e.g. an unreadable file met mid-epoch
+            log.error(f"error: {e}")
+            return EXIT_USER_ERROR

@@ -6,6 +6,7 @@ import os
 import pickle
 import random
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,38 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
+from .rundir import private_umask
 
 LAST, PREVIOUS, BEST = "last.pt", "last.prev.pt", "best.pt"
+
+
+class _Writer:
+    """A file's write(), remembering the OS error that torch.save turns into an opaque RuntimeError."""
+
+    def __init__(self, f) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _save(obj: Any, f) -> None:
+    """torch.save into ``f``; a failed write (disk full, I/O error) raises its OSError, not torch's
+    "unexpected pos" RuntimeError."""
+    w = _Writer(f)
+    try:
+        torch.save(obj, w)
+    except RuntimeError:
+        if w.error is not None:
+            raise w.error from None
+        raise
 
 
 def atomic_save(obj: Any, path: Path, keep_previous: bool = False) -> None:
@@ -27,9 +58,10 @@ def atomic_save(obj: Any, path: Path, keep_previous: bool = False) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            _save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~private_umask())  # mkstemp makes 0600 whatever the umask
         if keep_previous and path.exists():
             os.replace(path, path.with_name(PREVIOUS))
         os.replace(tmp, path)
@@ -58,8 +90,12 @@ def safe_load(path: Path) -> dict:
     return obj
 
 
-def load_latest(ckpt_dir: Path, warn) -> dict | None:
-    """The newest loadable training checkpoint (last.pt, else last.prev.pt with a warning), or None."""
+def load_latest(ckpt_dir: Path, warn, move_aside: bool = True) -> dict | None:
+    """The newest loadable training checkpoint (last.pt, else last.prev.pt with a warning), or None.
+
+    An unloadable last.pt is renamed ``last.pt.corrupt-<time>`` (by the rank that ``move_aside``), so
+    the next save's rotation cannot turn the good last.prev.pt into a copy of it.
+    """
     last, prev = ckpt_dir / LAST, ckpt_dir / PREVIOUS
     if last.exists():
         try:
@@ -67,7 +103,12 @@ def load_latest(ckpt_dir: Path, warn) -> dict | None:
         except CheckpointError as e:
             if not prev.exists():
                 raise
-            warn(f"warning: {e}; falling back to {prev}")
+            aside = ""
+            if move_aside:
+                target = last.with_name(f"{LAST}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+                os.replace(last, target)
+                aside = f" (moved aside to {target.name})"
+            warn(f"warning: {e}; falling back to {prev}{aside}")
     if prev.exists():
         return safe_load(prev)
     return None

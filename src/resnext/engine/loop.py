@@ -13,7 +13,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..data.base import Loaders
-from ..errors import EXIT_NONFINITE, EXIT_OK, EXIT_REQUEUE
+from ..errors import EXIT_NONFINITE, EXIT_OK, EXIT_REQUEUE, EXIT_SAVE_FAILED, SaveError
 from ..schedule import Schedule
 from . import checkpoint as ckpt
 from .dist import World, all_reduce_max
@@ -23,16 +23,26 @@ from .precision import Precision
 
 
 class Outcome(enum.Enum):
-    """How a run (or one start of it) ended; the value is the status written in the ``end`` record."""
+    """How a run (or one start of it) ended."""
 
     FINISHED = "finished"  # every epoch trained and evaluated
     PREEMPTED = "preempted"  # a stop signal: saved at an agreed step, requeue to go on
-    NONFINITE = "failed"  # the loss or the weights went NaN/inf: nothing saved after the last good checkpoint
+    NONFINITE = "nonfinite"  # the loss or the weights went NaN/inf: nothing saved after the last good checkpoint
+    SAVE_FAILED = "save_failed"  # a checkpoint could not be written; the previous one is kept
+
+    @property
+    def status(self) -> str:
+        """The ``end`` record's status: finished, preempted or failed."""
+        return {Outcome.FINISHED: "finished", Outcome.PREEMPTED: "preempted"}.get(self, "failed")
 
     @property
     def exit_code(self) -> int:
-        return {Outcome.FINISHED: EXIT_OK, Outcome.PREEMPTED: EXIT_REQUEUE,
-                Outcome.NONFINITE: EXIT_NONFINITE}[self]
+        return {Outcome.FINISHED: EXIT_OK, Outcome.PREEMPTED: EXIT_REQUEUE, Outcome.NONFINITE: EXIT_NONFINITE,
+                Outcome.SAVE_FAILED: EXIT_SAVE_FAILED}[self]
+
+
+#: Optimizer settings a resume with an accepted ``optim.*`` change takes from the new config.
+OPTIM_SETTINGS = ("base_lr", "momentum", "nesterov", "weight_decay", "dampening")
 
 
 @dataclass
@@ -45,6 +55,7 @@ class FitOptions:
     fail_on_nonfinite: bool = True  # stop at the first non-finite loss
     hparams: dict = field(default_factory=dict)  # flattened run settings for TensorBoard HParams
     model_config: dict = field(default_factory=dict)  # architecture record kept in checkpoints
+    reset_optimizer: bool = False  # a resume takes lr/momentum/decay from the config, not the checkpoint
 
 
 @dataclass
@@ -160,7 +171,11 @@ class Trainer:
     def _restore(self, state: dict) -> None:
         """Continue from a checkpoint (its model_config already checked against this run's)."""
         self.raw.load_state_dict(state["model"])
+        fresh = [{k: g[k] for k in OPTIM_SETTINGS if k in g} for g in self.opt.param_groups]
         self.opt.load_state_dict(state["optimizer"])
+        if self.o.reset_optimizer:  # an accepted change of optim.*: the new settings from this step on
+            for g, settings in zip(self.opt.param_groups, fresh, strict=True):
+                g.update(settings)
         self.scaler.load_state_dict(state["scaler"])
         self.state = Progress(**state["progress"])
         per_rank = state["per_rank"]
@@ -171,18 +186,30 @@ class Trainer:
         self.step_dev.fill_(self.state.global_step)
 
     def save(self, best: bool = False) -> None:
-        """Collective: every rank contributes its RNG and meter state; rank 0 writes."""
+        """Collective: every rank contributes its RNG and meter state; rank 0 writes.
+
+        A failed write (disk full, I/O error, permission) raises SaveError on every rank; the previous
+        checkpoint stays loadable.
+        """
         per_rank = _gather({"rng": ckpt.rng_state(self.world.device), "meter": self.meter.state()}, self.world)
-        if not self.world.is_main:
-            return
-        state = {"model": self.raw.state_dict(), "optimizer": self.opt.state_dict(),
-                 "scaler": self.scaler.state_dict(), "progress": vars(self.state).copy(),
-                 "per_rank": per_rank, "model_config": self.o.model_config,
-                 "world_size": self.world.world_size}
-        ckpt.atomic_save(state, self.ckpt_dir / ckpt.LAST, keep_previous=True)
-        if best:
-            ckpt.atomic_save({"model": state["model"], "model_config": self.o.model_config,
-                              "progress": state["progress"]}, self.ckpt_dir / ckpt.BEST)
+        error = ""
+        if self.world.is_main:
+            state = {"model": self.raw.state_dict(), "optimizer": self.opt.state_dict(),
+                     "scaler": self.scaler.state_dict(), "progress": vars(self.state).copy(),
+                     "per_rank": per_rank, "model_config": self.o.model_config,
+                     "world_size": self.world.world_size}
+            path = self.ckpt_dir / ckpt.LAST
+            try:
+                ckpt.atomic_save(state, path, keep_previous=True)
+                if best:
+                    path = self.ckpt_dir / ckpt.BEST
+                    ckpt.atomic_save({"model": state["model"], "model_config": self.o.model_config,
+                                      "progress": state["progress"]}, path)
+            except OSError as e:
+                error = f"{path}: cannot write the checkpoint ({e.strerror or e})"
+        failed = all_reduce_max(torch.tensor(float(bool(error)), device=self.world.device))  # sync
+        if failed.item() > 0:
+            raise SaveError(error or "rank 0 could not write the checkpoint")
 
     # ---- sync points -------------------------------------------------------------------------
     def _nonfinite(self, check_weights: bool = False) -> bool:
@@ -310,7 +337,11 @@ class Trainer:
         with StopFlag() as stop:
             while s.epoch < self.o.epochs:
                 epoch_start = time.perf_counter()
-                ended = self.train_epoch(stop) or self.end_epoch(time.perf_counter() - epoch_start)
+                try:
+                    ended = self.train_epoch(stop) or self.end_epoch(time.perf_counter() - epoch_start)
+                except SaveError as e:
+                    self.log.error(f"error: {e}; the previous checkpoint is kept (exit {EXIT_SAVE_FAILED})")
+                    ended = Outcome.SAVE_FAILED
                 if ended is None and s.epoch < self.o.epochs:
                     self._agree(stop)  # a signal that came during evaluation or the save
                     ended = Outcome.PREEMPTED if stop.agreed else None
@@ -322,7 +353,7 @@ class Trainer:
                            f"(last good checkpoint: {self.ckpt_dir / ckpt.LAST})")
         elif outcome is Outcome.PREEMPTED:
             self.log.print(f"stop requested: saved at step {s.global_step}; exit {EXIT_REQUEUE} (requeue me)")
-        self.log.record("end", status=outcome.value, step=s.global_step, best_val_top1_err=s.best_top1)
+        self.log.record("end", status=outcome.status, reason=outcome.value, step=s.global_step, best_val_top1_err=s.best_top1)
         if outcome is Outcome.FINISHED:
             self.log.hparams(self.o.hparams, {"best_val_top1_err": s.best_top1 or float("nan")})
             if self.last_val is not None:

@@ -1,0 +1,148 @@
+"""A run directory's one owner (an exclusive lock) and one configuration (what a resume may change)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..errors import ConfigError, UserError
+
+LOCK = ".lock"
+CONFIG = "config.yaml"
+#: Keys that say where and how to run, not what is trained: a resume may change them (they are logged).
+WHERE_AND_HOW = (
+    "name", "data.root", "data.workers", "data.backend", "data.eval_batch_size", "trainer.device",
+    "trainer.progress", "trainer.log_every", "trainer.checkpoint_every_minutes", "trainer.cudnn_benchmark",
+    "trainer.compile", "trainer.threads", "trainer.accept_changes", "model.init_from",
+)
+GROWS = ("trainer.epochs",)  # may grow on a resume: "extend the run"
+
+
+def private_umask() -> int:
+    """The process's umask (read without changing it for longer than the call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a uniquely named temporary file and a rename, mode per umask."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~private_umask())  # mkstemp makes 0600 whatever the umask
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<run_dir>/.lock``; the kernel releases it when the process dies.
+
+    ``claim`` (once training starts) writes the holder's host and pid into the file, so a second start
+    can name it; a start that is rejected before it claims leaves the file as it found it (or absent).
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LOCK
+        self.fd: int | None = None
+        self.created = False  # this process created the lock file
+        self.claimed = False  # this process wrote its name into it
+
+    def acquire(self) -> None:
+        """Take the lock or raise UserError naming the holder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.created = not self.path.exists()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~private_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "a start that is still setting up"
+            os.close(fd)
+            raise UserError(f"{self.path.parent}: another start is training in this run directory ({holder}); "
+                            "wait for it or stop it, or use another run directory (name=... or hydra.run.dir=...)"
+                            ) from None
+        self.fd = fd
+
+    def claim(self) -> None:
+        """Write this process's host and pid into the held lock file."""
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"host {socket.gethostname()} pid {os.getpid()}\n".encode(), 0)
+        self.claimed = True
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        if self.claimed:
+            os.ftruncate(self.fd, 0)
+        elif self.created:
+            self.path.unlink(missing_ok=True)
+        os.close(self.fd)  # closing the descriptor drops the flock
+        self.fd = None
+
+
+def flatten(node, prefix: str = "") -> dict:
+    """Dotted keys -> leaf values of a nested mapping (lists are leaves)."""
+    out = {}
+    for k, v in node.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def saved_config(run_dir: Path) -> DictConfig | None:
+    """The run directory's config.yaml, or None for a new run directory."""
+    path = run_dir / CONFIG
+    if not path.is_file():
+        return None
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as e:
+        raise UserError(f"{path}: unreadable run config ({type(e).__name__}); move it away or use another "
+                        "run directory") from None
+    if not isinstance(cfg, DictConfig):
+        raise UserError(f"{path}: not a run config (expected a mapping); use another run directory")
+    return cfg
+
+
+def changes(saved: DictConfig, new: DictConfig) -> dict[str, tuple]:
+    """Every key whose value differs between the saved and the new config: key -> (saved, new).
+
+    Keys only the new config has (the schema grew since the run started) are not counted.
+    """
+    old = flatten(OmegaConf.to_container(saved, resolve=True))
+    cur = flatten(OmegaConf.to_container(new, resolve=True))
+    return {k: (old[k], v) for k, v in cur.items() if k in old and old[k] != v}
+
+
+def check_resume(saved: DictConfig, new: DictConfig, accepted: list[str]) -> dict[str, tuple]:
+    """The changes a resume makes; ConfigError if any is neither where/how, a growing epoch count nor accepted.
+
+    ``accepted`` are the keys of ``trainer.accept_changes``: the user's explicit yes to a change in what
+    is trained (its effect on the optimizer state is applied by the trainer and recorded).
+    """
+    diff = changes(saved, new)
+    refused = {}
+    for key, (was, now) in diff.items():
+        if key in WHERE_AND_HOW or key.startswith("paper.") or key in accepted:
+            continue
+        if key in GROWS and isinstance(was, int) and isinstance(now, int) and now >= was:
+            continue
+        refused[key] = (was, now)
+    if refused:
+        listed = ", ".join(f"{k}: {was!r} -> {now!r}" for k, (was, now) in refused.items())
+        keys = ",".join(refused)
+        raise ConfigError(f"this run directory was trained with other settings ({listed}); start a new run "
+                          f"(name=NEW or hydra.run.dir=DIR), or accept the change from this step on with "
+                          f"trainer.accept_changes=[{keys}]")
+    return diff
