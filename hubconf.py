@@ -1,6 +1,6 @@
 """torch.hub entry points: torch.hub.load(<clone>, "resnext50_32x4d", source="local"[, weights=PATH, num_classes=N]).
 
-Every name of resnext.models.MODELS is an entry point (torch.hub.list shows exactly those).
+Every name of resnext.models.VARIANTS is an entry point (torch.hub.list shows exactly those).
 ``weights`` is a local file in our layout (a checkpoint with "model"), torchvision's or timm's,
 loaded strictly (num_classes defaults to the file's classifier); other keyword arguments go to the
 model's constructor (num_classes, ...).
@@ -16,8 +16,8 @@ _SRC = str(_Path(__file__).resolve().parent / "src")
 if _SRC not in _sys.path:
     _sys.path.insert(0, _SRC)
 
-from resnext.models import MODELS as _MODELS  # noqa: E402
-from resnext.models import create_model as _create_model  # noqa: E402
+from resnext.models import VARIANTS as _VARIANTS  # noqa: E402
+from resnext.models import build_model as _build_model  # noqa: E402
 from resnext.models.interop import load_torchvision as _load_torchvision  # noqa: E402
 from resnext.models.interop import read_state_dict as _read_state_dict  # noqa: E402
 
@@ -27,16 +27,16 @@ def _entry_point(name: str):
         sd = None if weights is None else _read_state_dict(weights)
         if sd is not None and "fc.weight" in sd:  # the file's class count, unless num_classes is given
             kwargs.setdefault("num_classes", int(sd["fc.weight"].shape[0]))
-        model = _create_model(name, **kwargs)
+        model = _build_model(name, **kwargs)
         if sd is not None:
             _load_torchvision(model, sd)
         return model
 
     entry.__name__ = entry.__qualname__ = name
-    entry.__doc__ = (f"{name} from resnext.models.MODELS, randomly initialized; weights=PATH loads a local "
+    entry.__doc__ = (f"{name} from resnext.models.VARIANTS, randomly initialized; weights=PATH loads a local "
                      f"state dict (ours, torchvision's or timm's layout) strictly; kwargs go to the constructor.")
     return entry
 
 
-for _name in _MODELS:
+for _name in _VARIANTS:
     globals()[_name] = _entry_point(_name)

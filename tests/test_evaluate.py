@@ -46,7 +46,7 @@ def test_torchvision_layout_weights_file(run_dir, tmp_path):
 
 
 def test_bad_inputs_one_line(run_dir, tmp_path):
-    for args, expect in [([str(tmp_path / "missing.pt")], "no such checkpoint"),
+    for args, expect in [([str(tmp_path / "missing.pt")], "missing.pt: no such weights file or run directory"),
                          ([str(tmp_path)], "not a run directory"),
                          ([str(run_dir), "data.val_crop=abc"], "val_crop")]:
         res = evaluate(*args)

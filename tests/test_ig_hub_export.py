@@ -15,7 +15,7 @@ from torchvision.models.resnet import Bottleneck as TVBottleneck
 from torchvision.models.resnet import ResNet as TVResNet
 
 from resnext import export
-from resnext.models import MODELS, CifarResNeXt, create_model
+from resnext.models import VARIANTS, CifarResNeXt, build_model
 from resnext.models.complexity import count_params
 from resnext.models.finetune import init_from
 from resnext.models.interop import load_torchvision
@@ -27,7 +27,7 @@ IG_COUNTS = {"ig_resnext101_32x8d": 88_791_336, "ig_resnext101_32x16d": 194_026_
 @pytest.mark.parametrize("name,count", sorted(IG_COUNTS.items()))
 def test_ig_param_counts_exact(name, count):
     with torch.device("meta"):
-        assert count_params(create_model(name)) == count
+        assert count_params(build_model(name)) == count
 
 
 @pytest.mark.slow
@@ -35,7 +35,7 @@ def test_torchvision_32x8d_file_loads_into_ig_model(tmp_path):
     torch.manual_seed(0)
     tv = TVResNet(TVBottleneck, [3, 4, 23, 3], groups=32, width_per_group=8).eval()
     torch.save(tv.state_dict(), tmp_path / "ig.pth")
-    ours = load_torchvision(create_model("ig_resnext101_32x8d"), tmp_path / "ig.pth").eval()
+    ours = load_torchvision(build_model("ig_resnext101_32x8d"), tmp_path / "ig.pth").eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), tv(x), rtol=0, atol=1e-5)
@@ -90,7 +90,7 @@ def test_init_from_same_head_and_headless(tmp_path):
 @pytest.mark.parametrize("other,expect", [
     (lambda: small(10, cardinality=4), "first: layer1.0.conv1.weight, file (16, 64, 1, 1) vs model (8, 64, 1, 1)"),
     (lambda: small(10, depth=20), "first: layer1.1.conv1.weight, not in the model"),
-    (lambda: create_model("resnext29_8x64d").layer1, "first: conv1.weight, not in the file"),
+    (lambda: build_model("resnext29_8x64d").layer1, "first: conv1.weight, not in the file"),
 ])
 def test_init_from_refuses_other_architecture(tmp_path, other, expect):
     torch.save(other().state_dict(), tmp_path / "other.pth")
@@ -197,7 +197,7 @@ def test_hub_lists_every_model_and_nothing_else():
     hubconf = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hubconf)
     entries = [f for f in dir(hubconf) if callable(getattr(hubconf, f)) and not f.startswith("_")]
-    assert sorted(entries) == sorted(MODELS) and hubconf.dependencies == ["torch", "torchvision"]
+    assert sorted(entries) == sorted(VARIANTS) and hubconf.dependencies == ["torch", "torchvision"]
     assert hubconf.resnext50_32x4d.__name__ == "resnext50_32x4d" and "weights=PATH" in hubconf.resnext50_32x4d.__doc__
 
 
@@ -206,7 +206,7 @@ def test_hub_lists_every_model_and_nothing_else():
 def test_hub_builds_our_models(name, kwargs):
     with torch.device("meta"):
         hub = torch.hub.load(str(ROOT), name, source="local", verbose=False, **kwargs)
-        ours = create_model(name, **kwargs)
+        ours = build_model(name, **kwargs)
     assert type(hub) is type(ours) and count_params(hub) == count_params(ours)
     assert [(k, v.shape) for k, v in hub.state_dict().items()] == [(k, v.shape) for k, v in ours.state_dict().items()]
     assert hub.fc.out_features == kwargs.get("num_classes", 1000)
@@ -215,7 +215,7 @@ def test_hub_builds_our_models(name, kwargs):
 def test_hub_weights_load_strictly(tmp_path):
     assert count_params(torch.hub.load(str(ROOT), "resnext50_32x4d", source="local", verbose=False)) == 25_028_904
     torch.manual_seed(5)
-    sd = create_model("resnext50_32x4d", num_classes=7).state_dict()
+    sd = build_model("resnext50_32x4d", num_classes=7).state_dict()
     torch.save({"model": sd, "epoch": 1}, tmp_path / "ours.pt")  # our checkpoint layout; 7 classes
     m = torch.hub.load(str(ROOT), "resnext50_32x4d", source="local", weights=str(tmp_path / "ours.pt"), verbose=False)
     assert m.fc.out_features == 7 and all(torch.equal(m.state_dict()[k], v) for k, v in sd.items())

@@ -10,15 +10,15 @@ from torchvision.models.resnet import Bottleneck as TVBottleneck
 from torchvision.models.resnet import ResNet as TVResNet
 
 from resnext.models import (
-    MODELS,
+    VARIANTS,
     Bottleneck,
     BottleneckA,
     BottleneckB,
     CifarResNeXt,
     ResNeXt,
     WideResNet,
+    build_model,
     convert_form,
-    create_model,
 )
 from resnext.models.complexity import count_params, measure
 from resnext.models.interop import export_torchvision, load_torchvision
@@ -39,7 +39,7 @@ TORCHVISION_COUNTS = {
 
 def _meta_params(name: str, **kw) -> int:
     with torch.device("meta"):
-        return count_params(create_model(name, **kw))
+        return count_params(build_model(name, **kw))
 
 
 @pytest.mark.parametrize("name,count", sorted(TORCHVISION_COUNTS.items()))
@@ -61,12 +61,12 @@ def test_cifar_param_counts(name, exact, millions):
 
 def test_cifar_16x64d_macs():
     # issue 6 quotes 10.7 G multiply-adds per 32x32 image for ResNeXt-29 16x64d
-    assert abs(measure(lambda: create_model("resnext29_16x64d"), 32).gflops - 10.7) < 0.05
+    assert abs(measure(lambda: build_model("resnext29_16x64d"), 32).gflops - 10.7) < 0.05
 
 
 def test_macs_resnet50_and_resnext50():
-    r50 = measure(lambda: create_model("resnet50"), 224)
-    x50 = measure(lambda: create_model("resnext50_32x4d"), 224)
+    r50 = measure(lambda: build_model("resnet50"), 224)
+    x50 = measure(lambda: build_model("resnext50_32x4d"), 224)
     assert abs(r50.gflops - 4.1) < 0.05
     assert abs(x50.gflops - 4.2) < 0.05
     assert r50.params == TORCHVISION_COUNTS["resnet50"]
@@ -101,15 +101,15 @@ def measure_block(build):
 @pytest.mark.parametrize("name", ["resnext50_2x40d", "resnext50_4x24d", "resnext50_8x14d"])
 def test_table3_networks_near_resnet50_complexity(name):
     # whole networks drift a little more than the conv2 template (8x14d: +4.4% multiply-adds)
-    ref = measure(lambda: create_model("resnet50"), 224)
-    got = measure(lambda: create_model(name), 224)
+    ref = measure(lambda: build_model("resnet50"), 224)
+    got = measure(lambda: build_model(name), 224)
     assert abs(got.macs / ref.macs - 1) < 0.05
     assert abs(got.params / ref.params - 1) < 0.03
 
 
 def test_unknown_name_lists_valid_names():
     with pytest.raises(ValueError, match="resnext50_32x4d") as e:
-        create_model("resnxt50_32x4d")
+        build_model("resnxt50_32x4d")
     assert "unknown model 'resnxt50_32x4d'" in str(e.value)
 
 
@@ -151,7 +151,7 @@ def test_torchvision_weights_give_same_logits(name, tmp_path):
             m.weight.data.uniform_(0.5, 1.5)
     path = tmp_path / "tv.pth"
     torch.save(tv.state_dict(), path)
-    ours = load_torchvision(create_model(name), path).eval()
+    ours = load_torchvision(build_model(name), path).eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert (ours(x) - tv(x)).abs().max().item() < 1e-5
@@ -162,9 +162,9 @@ def test_torchvision_weights_give_same_logits(name, tmp_path):
 
 
 def test_wrong_architecture_weights_refused():
-    sd = create_model("resnet50").state_dict()
+    sd = build_model("resnet50").state_dict()
     with pytest.raises(ValueError, match="do not fit"):
-        load_torchvision(create_model("resnext50_32x4d"), sd)
+        load_torchvision(build_model("resnext50_32x4d"), sd)
 
 
 def test_ddp_prefixed_state_dict_loads():
@@ -227,8 +227,8 @@ def test_no_shortcut_drops_projection_and_addition():
     x = torch.randn(1, 64, 8, 8)
     with torch.no_grad():
         assert torch.equal(blk(x), torch.relu(blk.transform(x)))
-    net = create_model("resnext50_32x4d", shortcut=False)
-    with_sc = create_model("resnext50_32x4d")
+    net = build_model("resnext50_32x4d", shortcut=False)
+    with_sc = build_model("resnext50_32x4d")
     # ablation removes the four projection shortcuts
     assert count_params(net) < count_params(with_sc)
 
@@ -266,6 +266,6 @@ def test_bf16_autocast_forward_backward_finite():
 
 
 def test_every_named_model_builds_on_meta():
-    for name in MODELS:
+    for name in VARIANTS:
         with torch.device("meta"):
-            assert count_params(create_model(name)) > 0
+            assert count_params(build_model(name)) > 0

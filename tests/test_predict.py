@@ -19,7 +19,7 @@ from torchvision.models import ResNet50_Weights
 from resnext import predict
 from resnext.data.cifar import CIFAR_MEAN, CIFAR_STD
 from resnext.data.imagenet_folder import MEAN, STD
-from resnext.models import create_model
+from resnext.models import build_model
 
 IMAGENET_NAMES = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
 
@@ -28,7 +28,7 @@ IMAGENET_NAMES = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
 def resnet50_file(tmp_path_factory):
     """A torchvision-layout resnet50 state dict (random weights) and the model it came from."""
     torch.manual_seed(0)
-    model = create_model("resnet50").eval()
+    model = build_model("resnet50").eval()
     path = tmp_path_factory.mktemp("weights") / "resnet50.pth"
     torch.save(model.state_dict(), path)
     return path, model

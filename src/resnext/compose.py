@@ -21,12 +21,20 @@ def recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
-def _unknown_key(full_key: str) -> str:
+def _unknown_key(full_key: str, node_type: type | None = None) -> str:
+    """One line naming the valid keys of the node the key was looked up in (the selected family's, for model)."""
+    import dataclasses
+
     from omegaconf import OmegaConf
 
     from .config import Config
 
     group = full_key.rsplit(".", 1)[0] if "." in full_key else ""
+    if node_type is not None and dataclasses.is_dataclass(node_type):
+        keys = [f.name for f in dataclasses.fields(node_type)]
+        arch = next((f.default for f in dataclasses.fields(node_type) if f.name == "arch"), None)
+        where = f"{group} ({arch})" if group == "model" and arch else group
+        return f"unknown key {full_key}; valid keys{' of ' + where if where else ''}: {', '.join(keys)}"
     node = OmegaConf.structured(Config)
     node = OmegaConf.select(node, group) if group else node
     valid = ", ".join(node.keys()) if node is not None and hasattr(node, "keys") else "python -m resnext.info --keys"
@@ -52,7 +60,7 @@ def explain(exc: Exception, overrides: list[str] = ()) -> str:
         e = e.__cause__ or e.__context__
     for e in chain:
         if isinstance(e, (ConfigKeyError, ConfigAttributeError)) and getattr(e, "full_key", None):
-            return _unknown_key(e.full_key)
+            return _unknown_key(e.full_key, getattr(e, "object_type", None))
         if isinstance(e, OmegaConfBaseException) and getattr(e, "full_key", None):
             return f"{e.full_key}: {str(getattr(e, 'msg', None) or e).splitlines()[0].rstrip('.')}"
         if isinstance(e, MissingConfigException):

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from .errors import ConfigError
+from .models import FAMILIES, build_model, family_of
+from .models.family import ModelConfig
 
-
-@dataclass
-class ModelConfig:
-    arch: str = "resnext"  # family: resnext (ImageNet ResNet/ResNeXt) | cifar_resnext (ResNeXt-29) | wrn
-    depth: int = 50  # resnext: 50/101/152/200; cifar_resnext: 9n+2 (29); wrn: 6n+4 (28)
-    cardinality: int = 32  # C, number of paths = groups of the 3x3 conv (resnext, cifar_resnext)
-    width: int = 4  # d, bottleneck width of one path in the first stage (resnext, cifar_resnext)
-    widen_factor: int = 10  # k, width multiplier of a Wide ResNet (wrn only)
-    dropout: float = 0.0  # dropout between the convs of a wide block (wrn only)
-    num_classes: int = 1000  # classifier outputs; must equal the data set's class count; 0 = from the data
-    zero_init_last_bn: bool = False  # start every block's last BN gamma at 0
-    shortcut: bool = True  # false: remove all shortcuts (the paper's residual ablation)
-    init_from: str | None = None  # weights file (ours, torchvision or timm layout) to start from
+# The model node's keys are the selected family's: conf/model/<family>.yaml lists the family's dataclass
+# (resnext.models.FAMILIES[<family>].config, stored below as schema/model/<family>) in its defaults.
 
 
 @dataclass
@@ -34,6 +26,7 @@ class DataConfig:
     image_size: int = 224  # side of the square training crop
     val_resize: int = 256  # evaluation: resize the shorter side to this
     val_crop: int = 224  # evaluation: center crop of this side
+    interpolation: str = "bilinear"  # ImageNet resize filter, training crops and evaluation: bilinear | bicubic
     min_area: float = 0.08  # smallest crop area fraction of the scale augmentation
     min_aspect: float = 0.75  # smallest crop aspect ratio (the largest is its inverse)
     color_jitter: float = 0.4  # brightness/contrast/saturation jitter strength; 0 = off
@@ -85,6 +78,7 @@ class TrainerConfig:
     max_steps_per_epoch: int = 0  # cap on steps per epoch (quick runs, benchmarks); 0 = full epoch
     cudnn_benchmark: bool = True  # let cuDNN pick the fastest kernels (CUDA)
     fail_on_nonfinite: bool = True  # stop at the first non-finite loss (fp16 scale skips excepted)
+    accept_changes: list[str] = field(default_factory=list)  # keys a resume may change from the saved config.yaml
 
 
 @dataclass
@@ -100,7 +94,7 @@ class PaperConfig:
 @dataclass
 class Config:
     name: str = MISSING  # run name (the recipe's); the run directory is outputs/<name>
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)  # one family's node (its own keys), see above
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -109,14 +103,35 @@ class Config:
 
 
 def register() -> None:
-    """Register the schema as ``base_config`` (conf/config.yaml lists it first in its defaults)."""
-    ConfigStore.instance().store(name="base_config", node=Config)
+    """Register the schema as ``base_config`` (conf/config.yaml lists it first in its defaults) and each
+    family's model node as ``schema/model/<family>`` (conf/model/<family>.yaml lists it in its defaults)."""
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=Config)
+    for name, family in FAMILIES.items():
+        store.store(group="schema/model", name=name, node=family.config)
+
+
+def schema_for(model: object) -> DictConfig:
+    """The schema whose model node is the family ``model`` (a config mapping) names, holding its values.
+
+    For configs read back from run directories: keys of the old flat model config that the family
+    lacks are dropped (see resnext.models.family.FLAT_DEFAULTS). ConfigError for an unknown family.
+    """
+    try:
+        family = family_of(model)
+        node = family.config_from(str(model["arch"]), {k: v for k, v in model.items() if k != "arch"})
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConfigError(f"model.{e}" if not isinstance(e, KeyError) else "model.arch is missing") from None
+    cfg = OmegaConf.structured(Config)
+    cfg.model = OmegaConf.structured(node)
+    return cfg
 
 
 CHOICES = {
-    "model.arch": ("resnext", "cifar_resnext", "wrn"),
+    "model.arch": tuple(FAMILIES),
     "data.dataset": ("imagenet", "cifar10", "cifar100", "digits", "synthetic"),
     "data.backend": ("auto", "dali_gpu", "dali_cpu", "torch", "synthetic"),
+    "data.interpolation": ("bilinear", "bicubic"),
     "schedule.name": ("step", "cosine"),
     "trainer.device": ("auto", "cpu", "cuda"),
     "trainer.precision": ("auto", "fp32", "bf16", "fp16"),
@@ -132,6 +147,20 @@ def _get(cfg: DictConfig, dotted: str):
     return node
 
 
+def check_model(m: DictConfig) -> None:
+    """The model node is the family its arch names, and that family builds it (checked on the meta device)."""
+    if str(m.arch) not in FAMILIES:
+        raise ConfigError(f"model.arch={m.arch!r} is not valid; choose one of {', '.join(FAMILIES)}")
+    if OmegaConf.get_type(m) not in (FAMILIES[str(m.arch)].config, dict, None):
+        raise ConfigError(f"model.arch={m.arch} but the model node is {OmegaConf.get_type(m).__name__}; "
+                          f"select the family with model={m.arch}")
+    try:
+        with torch.device("meta"):
+            build_model(m, num_classes=m.num_classes or 1)
+    except ValueError as e:
+        raise ConfigError(f"model.{e}") from None
+
+
 def validate(cfg: DictConfig, world_size: int = 1, cuda: bool = False) -> None:
     """Check the cross-field rules; raise ConfigError with one line naming the key and what is valid."""
     for key, choices in CHOICES.items():
@@ -141,7 +170,8 @@ def validate(cfg: DictConfig, world_size: int = 1, cuda: bool = False) -> None:
     m, d, o, s, t = cfg.model, cfg.data, cfg.optim, cfg.schedule, cfg.trainer
     if m.num_classes < 0:
         raise ConfigError(f"model.num_classes={m.num_classes} must be >= 1, or 0 to take the data set's count")
-    for key in ("model.cardinality", "model.width", "data.batch_size",
+    check_model(m)
+    for key in ("data.batch_size",
                 "trainer.epochs", "optim.ref_batch", "trainer.eval_every", "trainer.log_every"):
         if _get(cfg, key) < 1:
             raise ConfigError(f"{key}={_get(cfg, key)} must be >= 1")

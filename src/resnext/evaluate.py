@@ -15,38 +15,16 @@ import sys
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from .compose import compose_config, explain
-from .config import Config, validate
+from .compose import compose_config
+from .config import validate
 from .data import Placement, build_loaders
-from .engine.checkpoint import safe_load
 from .engine.dist import init_world, shutdown
 from .engine.loop import evaluate
 from .engine.precision import resolve
-from .errors import EXIT_USER_ERROR, CheckpointError, ConfigError, UserError, fail
-from .models import build_model
-from .models.interop import load_torchvision, read_state_dict
-
-
-def resolve_source(path: Path, overrides: list[str]) -> tuple[DictConfig, Path]:
-    """The config and weights file for a run directory or a weights file."""
-    if path.is_dir():
-        if not (path / "config.yaml").is_file():
-            raise ConfigError(f"{path}: not a run directory (no config.yaml); give a run dir or a weights file")
-        ckpt = next((path / "checkpoints" / n for n in ("best.pt", "last.pt")
-                     if (path / "checkpoints" / n).is_file()), None)
-        if ckpt is None:
-            raise CheckpointError(f"{path}: no checkpoints/best.pt or checkpoints/last.pt to evaluate")
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path / "config.yaml"))
-        try:
-            cfg.merge_with(OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
-        except Exception as e:
-            raise ConfigError(explain(e)) from None
-        return cfg, ckpt
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file or run directory")
-    return compose_config(overrides), path
+from .errors import EXIT_USER_ERROR, UserError, fail
+from .loading import instantiate, open_source, typed_config
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,21 +36,18 @@ def main(argv: list[str] | None = None) -> None:
     world = init_world("auto" if not any(o.startswith("trainer.device=") for o in overrides) else
                        next(o.split("=", 1)[1] for o in overrides if o.startswith("trainer.device=")))
     try:
-        cfg, weights = resolve_source(path, overrides)
+        src = open_source(path)
+        cfg = typed_config(src.cfg, overrides) if src.cfg is not None else compose_config(overrides)
+        weights = src.weights
         validate(cfg, world.world_size, torch.cuda.is_available())
         precision = resolve(cfg.trainer.precision, cfg.trainer.channels_last, world.device)
         place = Placement(world.rank, world.world_size, world.device, precision.input_dtype,
                           precision.channels_last, cfg.trainer.seed)
         loaders = build_loaders(cfg.data, place, cfg.model.num_classes)
-        state = safe_load(weights)
-        model_cfg = state.get("model_config") or {**OmegaConf.to_container(cfg.model),
-                                                  "num_classes": cfg.model.num_classes or loaders.num_classes}
-        try:
-            model = build_model(model_cfg)
-            load_torchvision(model, read_state_dict(state))
-        except ValueError as e:
-            raise CheckpointError(f"{weights}: {e}") from None
-        model = model.to(world.device, memory_format=precision.memory_format)
+        spec = src.stored or OmegaConf.to_container(cfg.model, resolve=True)
+        if not spec.get("num_classes"):  # 0 = "from the data"
+            spec = {**spec, "num_classes": cfg.model.num_classes or loaders.num_classes}
+        model = instantiate(spec, src).to(world.device, memory_format=precision.memory_format)
         res = evaluate(model, loaders.val, precision)
     except UserError as e:
         shutdown()

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .cli import OneLineParser, load_model
-from .errors import EXIT_CHECK_FAILED, UserError, fail
+from .errors import EXIT_CHECK_FAILED, OneLineParser, UserError, fail
+from .loading import load_model
 
 FORMATS = {"torchscript": ".ts", "onnx": ".onnx"}  # format -> file suffix
 EXPORT_BATCH, CHECK_BATCH = 2, 3  # exported with one batch size, checked with another

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 from .compose import compose_config
 from .errors import ConfigError, reports_user_errors
 from .models import build_model
+from .models import describe as model_name
 from .models.complexity import Complexity, measure
 
 
@@ -19,11 +20,10 @@ def describe(cfg: DictConfig) -> tuple[Complexity, list[str]]:
     size = cfg.data.image_size
     try:
         cx = measure(lambda: build_model(model_cfg), size)
+        shape = model_name(model_cfg)
     except ValueError as e:
         raise ConfigError(f"model.{e}") from None
     p = cfg.paper
-    m = cfg.model
-    shape = f"{m.arch} depth {m.depth}" + (f", {m.cardinality}x{m.width}d" if m.arch != "wrn" else f", k={m.widen_factor}")
     lines = [f"recipe   {cfg.name}  ({shape}, {model_cfg['num_classes']} classes, {size}x{size} input)"]
     if p.table:
         lines.append(f"paper    {p.table}: {p.row}")

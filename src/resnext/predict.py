@@ -21,10 +21,10 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from .cli import Loaded, OneLineParser, Preprocessing, load_model
 from .data.cifar import LAYOUT as CIFAR_LAYOUT
 from .data.pickles import read_pickle
-from .errors import UserError, fail
+from .errors import OneLineParser, UserError, fail
+from .loading import Loaded, Preprocessing, load_model
 
 CIFAR_META = {"cifar10": ("batches.meta", "label_names"), "cifar100": ("meta", "fine_label_names")}
 

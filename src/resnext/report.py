@@ -151,14 +151,13 @@ def assign_labels(runs: list[Run]) -> None:
 
 
 def model_name(m: DictConfig) -> str:
-    """The paper's way to name the network: ResNeXt-50 (32x4d), ResNet-50 (1x64d), WRN-28-10."""
-    arch = m.get("arch")
-    if arch == "wrn":
-        name = f"WRN-{m.get('depth')}-{m.get('widen_factor')}"
-    else:
-        family = "ResNet" if m.get("cardinality") == 1 else "ResNeXt"
-        name = f"{family}-{m.get('depth')} ({m.get('cardinality')}x{m.get('width')}d)"
-    return name if m.get("shortcut", True) else name + ", no shortcut"
+    """The paper's way to name the network, as its family says: ResNeXt-50 (32x4d), ResNet-50 (1x64d), WRN-28-10."""
+    from .models import describe
+
+    try:
+        return describe(OmegaConf.to_container(m, resolve=True))
+    except (ValueError, TypeError):  # a family or key this version does not know
+        return str(m.get("arch"))
 
 
 @cache

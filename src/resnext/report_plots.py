@@ -86,6 +86,16 @@ def _family_key(run: Run, varying: str) -> str:
     return json.dumps(flat, sort_keys=True)
 
 
+def _family(m):
+    """The run's model family (None for one this version does not know)."""
+    from .models import family_of
+
+    try:
+        return family_of(str(m.get("arch")))
+    except ValueError:
+        return None
+
+
 def families(runs: list[Run], rows: list[dict]) -> dict[str, list[tuple[float, float, Run]]]:
     """Fig. 7's curves from the CIFAR runs with a test error and a parameter count.
 
@@ -97,12 +107,12 @@ def families(runs: list[Run], rows: list[dict]) -> dict[str, list[tuple[float, f
     names: dict[tuple[str, str], str] = {}
     for run, row in zip(runs, rows, strict=True):
         m = run.cfg.model
-        if (run.get("data.dataset") not in CIFAR or m.get("arch") not in ("cifar_resnext", "resnext")
+        family = _family(m)
+        if (run.get("data.dataset") not in CIFAR or family is None or not {"cardinality", "width"} <= set(family.keys())
                 or row["final_top1"] is None or row["params_m"] is None):
             continue
         point = (row["params_m"], row["final_top1"], run)
-        arch = "ResNeXt" if m.get("arch") == "cifar_resnext" else m.get("arch")
-        net = f"{run.get('data.dataset')} {arch}-{m.get('depth')}"
+        net = f"{run.get('data.dataset')} {family.title}-{m.get('depth')}"
         for varying, name in (("model.cardinality", f"{net}: width d={m.get('width')}, C varies"),
                               ("model.width", f"{net}: C=1, width varies")):
             if varying == "model.width" and m.get("cardinality") != 1:

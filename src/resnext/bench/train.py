@@ -9,21 +9,16 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models.resnet import Bottleneck as TVBottleneck
-from torchvision.models.resnet import ResNet as TVResNet
 
-from ..models import MODELS, CifarResNeXt, ResNeXt, WideResNet
+from ..models import FAMILIES, VARIANTS, build_model
 from ..models.complexity import measure
-from ..models.imagenet import STAGES
 from .common import environment, interleaved, peak_flops, table
-
-FAMILY = {ResNeXt: "resnext", CifarResNeXt: "cifar_resnext", WideResNet: "wrn"}
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="resnext50_32x4d", choices=sorted(MODELS), help="named model")
+    p.add_argument("--model", default="resnext50_32x4d", choices=sorted(VARIANTS), help="named model")
     p.add_argument("--batch", type=int, default=256, help="images per step")
-    p.add_argument("--size", type=int, default=0, help="image side (default 224, CIFAR models 32)")
+    p.add_argument("--size", type=int, default=0, help="image side (default: the family's, 224 or CIFAR's 32)")
     p.add_argument("--classes", type=int, default=1000, help="classifier size")
     p.add_argument("--precision", default="bf16", help="comma list of fp32,bf16,fp16")
     p.add_argument("--memory-format", default="channels_last", help="comma list of nchw,channels_last")
@@ -33,27 +28,17 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
 
 
-def model_overrides(name: str, classes: int) -> tuple[list[str], str]:
-    """Config overrides describing the named model, and its family."""
-    builder = MODELS[name]
-    fam = FAMILY[builder.func]
-    kw = builder.keywords
-    ov = [f"model={fam}", f"model.depth={kw['depth']}", f"model.num_classes={classes}"]
-    if fam == "wrn":
-        ov.append(f"model.widen_factor={kw['widen_factor']}")
-    else:
-        ov += [f"model.cardinality={kw['cardinality']}", f"model.width={kw['width']}"]
-    return ov, fam
+def model_overrides(name: str, classes: int) -> list[str]:
+    """Config overrides describing the named model: its family's node and the variant's keys."""
+    family, args = VARIANTS[name]
+    return [f"model={family}", *(f"model.{k}={v}" for k, v in args.items()), f"model.num_classes={classes}"]
 
 
 def reference_model(name: str, classes: int) -> nn.Module:
-    """torchvision's definition of the same ImageNet network (ours for CIFAR nets, which it lacks)."""
-    builder = MODELS[name]
-    kw = builder.keywords
-    if builder.func is ResNeXt:
-        return TVResNet(TVBottleneck, list(STAGES[kw["depth"]]), num_classes=classes,
-                        groups=kw["cardinality"], width_per_group=kw["width"])
-    return builder(num_classes=classes)
+    """torchvision's definition of the same network where it has one (ImageNet ResNe(X)t), else ours."""
+    family, args = VARIANTS[name]
+    reference = FAMILIES[family].reference
+    return reference(**args, num_classes=classes) if reference else build_model(name, num_classes=classes)
 
 
 def build_engine(args, name: str, precision: str, channels_last: bool, compiled: bool, device: str, size: int):
@@ -62,8 +47,7 @@ def build_engine(args, name: str, precision: str, channels_last: bool, compiled:
     from ..engine.dist import init_world
     from ..session import build
 
-    ov, _ = model_overrides(name, args.classes)
-    cfg = compose_config(ov + [
+    cfg = compose_config(model_overrides(name, args.classes) + [
         "data=synthetic", f"data.batch_size={args.batch}", f"data.synthetic_size={size}",
         f"data.synthetic_train={args.batch * args.steps}", f"data.synthetic_val={args.batch}",
         f"trainer.precision={precision}", f"trainer.channels_last={str(channels_last).lower()}",
@@ -105,7 +89,7 @@ def first_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def run_variant(args, precision: str, fmt: str, mode: str, device: str) -> dict:
     from ..engine.loop import StopFlag
 
-    size = args.size or (32 if MODELS[args.model].func is not ResNeXt else 224)
+    size = args.size or FAMILIES[VARIANTS[args.model].family].input.size
     cl, compiled = fmt == "channels_last", mode == "compile"
     fit = build_engine(args, args.model, precision, cl, compiled, device, size)
     dev = fit.world.device

@@ -1,93 +1,130 @@
-"""Model family: constructors with plain arguments and a name -> builder table."""
+"""The model families (one table), their named variants (data), and the one function that builds a model."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 from torch import nn
 
 from .blocks import Bottleneck, BottleneckA, BottleneckB
-from .cifar import CifarResNeXt, WideResNet
-from .imagenet import ResNeXt, convert_form
+from .cifar import (
+    CifarResNeXt,
+    CifarResNeXtConfig,
+    WideResNet,
+    WideResNetConfig,
+    cifar_resnext_name,
+    wrn_name,
+)
+from .family import CIFAR_INPUT, IMAGENET_INPUT, Family, InputSpec, ModelConfig
+from .imagenet import ResNeXt, ResNeXtConfig, convert_form, resnext_name, torchvision_resnet
 
-#: Network families by the name the config's ``model.arch`` uses.
-FAMILIES: dict[str, Callable[..., nn.Module]] = {
-    "resnext": ResNeXt,  # ImageNet ResNeXt / ResNet (depth 50/101/152/200)
-    "cifar_resnext": CifarResNeXt,  # ResNeXt-29 and other 9n+2 CIFAR nets
-    "wrn": WideResNet,  # Wide ResNet depth-k (pre-activation)
+#: Every network family, by the name its config's ``arch`` key (and conf/model/<name>.yaml) uses.
+FAMILIES: dict[str, Family] = {
+    "resnext": Family(ResNeXt, ResNeXtConfig, resnext_name, "ResNeXt",
+                      "ImageNet ResNeXt / ResNet, depth 50-200 (paper Tables 1-5)", IMAGENET_INPUT,
+                      reference=torchvision_resnet),
+    "cifar_resnext": Family(CifarResNeXt, CifarResNeXtConfig, cifar_resnext_name, "ResNeXt",
+                            "CIFAR ResNeXt-29 and other 9n+2-layer nets (Sec. 5.3, Table 7)", CIFAR_INPUT),
+    "wrn": Family(WideResNet, WideResNetConfig, wrn_name, "WRN",
+                  "Wide ResNet depth-k, pre-activation (Table 7's baseline)", CIFAR_INPUT),
 }
 
 
-def _imagenet(depth: int, c: int, d: int) -> Callable[..., nn.Module]:
-    return partial(ResNeXt, depth=depth, cardinality=c, width=d)
+class Variant(NamedTuple):
+    """A named network: a family and the config keys that make it (the rest at the family's defaults)."""
+
+    family: str  # a key of FAMILIES
+    args: dict[str, Any]  # config keys of that family
 
 
-def _cifar(c: int, d: int) -> Callable[..., nn.Module]:
-    return partial(CifarResNeXt, depth=29, cardinality=c, width=d)
+def _x(depth: int, cardinality: int, width: int) -> Variant:
+    return Variant("resnext", {"depth": depth, "cardinality": cardinality, "width": width})
 
 
-#: Named variants: name -> builder taking optional keyword overrides (num_classes, ...).
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "resnet50": _imagenet(50, 1, 64),
-    "resnet101": _imagenet(101, 1, 64),
-    "resnet152": _imagenet(152, 1, 64),
-    "resnet200": _imagenet(200, 1, 64),
-    "wide_resnet50_2": _imagenet(50, 1, 128),
-    "wide_resnet101_2": _imagenet(101, 1, 128),
-    "resnext50_2x40d": _imagenet(50, 2, 40),
-    "resnext50_4x24d": _imagenet(50, 4, 24),
-    "resnext50_8x14d": _imagenet(50, 8, 14),
-    "resnext50_32x4d": _imagenet(50, 32, 4),
-    "resnet101_1x100d": _imagenet(101, 1, 100),
-    "resnext101_2x40d": _imagenet(101, 2, 40),
-    "resnext101_4x24d": _imagenet(101, 4, 24),
-    "resnext101_8x14d": _imagenet(101, 8, 14),
-    "resnext101_2x64d": _imagenet(101, 2, 64),
-    "resnext101_32x4d": _imagenet(101, 32, 4),
-    "resnext101_64x4d": _imagenet(101, 64, 4),
-    "resnext101_32x8d": _imagenet(101, 32, 8),
-    "ig_resnext101_32x8d": _imagenet(101, 32, 8),
-    "ig_resnext101_32x16d": _imagenet(101, 32, 16),
-    "ig_resnext101_32x32d": _imagenet(101, 32, 32),
-    "ig_resnext101_32x48d": _imagenet(101, 32, 48),
-    "resnext29_8x64d": _cifar(8, 64),
-    "resnext29_16x64d": _cifar(16, 64),
-    "wrn28_10": partial(WideResNet, depth=28, widen_factor=10),
+#: Named variants (torch.hub entry points, --arch of the inference tools).
+VARIANTS: dict[str, Variant] = {
+    "resnet50": _x(50, 1, 64),
+    "resnet101": _x(101, 1, 64),
+    "resnet152": _x(152, 1, 64),
+    "resnet200": _x(200, 1, 64),
+    "wide_resnet50_2": _x(50, 1, 128),
+    "wide_resnet101_2": _x(101, 1, 128),
+    "resnext50_2x40d": _x(50, 2, 40),
+    "resnext50_4x24d": _x(50, 4, 24),
+    "resnext50_8x14d": _x(50, 8, 14),
+    "resnext50_32x4d": _x(50, 32, 4),
+    "resnet101_1x100d": _x(101, 1, 100),
+    "resnext101_2x40d": _x(101, 2, 40),
+    "resnext101_4x24d": _x(101, 4, 24),
+    "resnext101_8x14d": _x(101, 8, 14),
+    "resnext101_2x64d": _x(101, 2, 64),
+    "resnext101_32x4d": _x(101, 32, 4),
+    "resnext101_64x4d": _x(101, 64, 4),
+    "resnext101_32x8d": _x(101, 32, 8),
+    "ig_resnext101_32x8d": _x(101, 32, 8),
+    "ig_resnext101_32x16d": _x(101, 32, 16),
+    "ig_resnext101_32x32d": _x(101, 32, 32),
+    "ig_resnext101_32x48d": _x(101, 32, 48),
+    "resnext29_8x64d": Variant("cifar_resnext", {"depth": 29, "cardinality": 8, "width": 64}),
+    "resnext29_16x64d": Variant("cifar_resnext", {"depth": 29, "cardinality": 16, "width": 64}),
+    "wrn28_10": Variant("wrn", {"depth": 28, "widen_factor": 10}),
 }
 
 
-def create_model(name: str, **overrides) -> nn.Module:
-    """Build the named variant; an unknown name raises ValueError listing the valid names."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
-    return MODELS[name](**overrides)
+def _unknown(name: object, in_mapping: bool) -> ValueError:
+    what = f"arch={name!r} is not a model family or variant" if in_mapping else f"unknown model {name!r}"
+    return ValueError(f"{what}; valid families: {', '.join(sorted(FAMILIES))}; "
+                      f"valid variants: {', '.join(sorted(VARIANTS))}")
 
 
-def build_family(arch: str, **kwargs) -> nn.Module:
-    """Build a network of family ``arch`` from plain keyword arguments."""
-    if arch not in FAMILIES:
-        raise ValueError(f"unknown model.arch {arch!r}; valid: {', '.join(sorted(FAMILIES))}")
-    return FAMILIES[arch](**kwargs)
+def resolve(spec: str | Mapping[str, Any], **kwargs: Any) -> tuple[Family, ModelConfig]:
+    """The family and typed config a name or a config mapping describes.
+
+    ``spec`` is a family name, a variant name, or a mapping whose ``arch`` is either, holding that
+    family's config keys (a run's ``model`` node, a checkpoint's ``model_config``); ``kwargs``
+    override keys. An unknown name or a key the family lacks raises ValueError naming the valid ones.
+    """
+    if isinstance(spec, str):
+        name, values = spec, {}
+    elif isinstance(spec, Mapping):
+        name, values = spec.get("arch"), {k: v for k, v in spec.items() if k != "arch"}
+    else:
+        raise TypeError(f"a model is a name or a config mapping, not {type(spec).__name__}")
+    if isinstance(name, str) and name in VARIANTS:
+        arch, values = VARIANTS[name].family, {**VARIANTS[name].args, **values}
+    elif isinstance(name, str) and name in FAMILIES:
+        arch = name
+    else:
+        raise _unknown(name, not isinstance(spec, str))
+    family = FAMILIES[arch]
+    return family, family.config_from(arch, {**values, **kwargs})
+
+
+def build_model(spec: str | Mapping[str, Any], **kwargs: Any) -> nn.Module:
+    """Build the network a family or variant name (with keyword overrides) or a config mapping describes.
+
+    ``build_model("resnext50_32x4d", num_classes=10)``, ``build_model("wrn", depth=16)``,
+    ``build_model(cfg.model)``. ``init_from`` is not applied here (the caller's job). Bad names and
+    keys, and impossible shapes, raise ValueError.
+    """
+    family, cfg = resolve(spec, **kwargs)
+    return family.build(**family.arguments(cfg))
+
+
+def family_of(spec: str | Mapping[str, Any]) -> Family:
+    """The family entry of a name or a config mapping (ValueError for an unknown one)."""
+    return resolve(spec)[0]
+
+
+def describe(spec: str | Mapping[str, Any]) -> str:
+    """The display name of a name or a config mapping: "ResNeXt-50 (32x4d)", "WRN-28-10"."""
+    family, cfg = resolve(spec)
+    return family.name(cfg)
 
 
 __all__ = [
-    "FAMILIES", "MODELS", "Bottleneck", "BottleneckA", "BottleneckB", "CifarResNeXt", "ResNeXt",
-    "WideResNet", "build_family", "build_model", "convert_form", "create_model",
+    "FAMILIES", "VARIANTS", "Bottleneck", "BottleneckA", "BottleneckB", "CifarResNeXt", "Family", "InputSpec",
+    "ModelConfig", "ResNeXt", "Variant", "WideResNet", "build_model", "convert_form", "describe",
+    "family_of", "resolve",
 ]
-
-
-def build_model(cfg) -> nn.Module:
-    """Build the network a model config subtree describes (any mapping with ModelConfig's keys).
-
-    Only the keys that the family takes are passed on; ``init_from`` is applied by the caller.
-    """
-    arch = cfg["arch"]
-    if arch == "wrn":
-        kwargs = dict(depth=cfg["depth"], widen_factor=cfg["widen_factor"],
-                      num_classes=cfg["num_classes"], dropout=cfg["dropout"])
-    else:
-        kwargs = dict(depth=cfg["depth"], cardinality=cfg["cardinality"], width=cfg["width"],
-                      num_classes=cfg["num_classes"], zero_init_last_bn=cfg["zero_init_last_bn"],
-                      shortcut=cfg["shortcut"])
-    return build_family(arch, **kwargs)

@@ -1,6 +1,8 @@
-"""The ResNeXt bottleneck block in the paper's three equivalent forms (Fig. 3 a, b, c)."""
+"""What the families share: the ResNeXt bottleneck (Fig. 3 forms a, b, c), the stage builder, weight init."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -9,6 +11,30 @@ from torch import nn
 def group_width(planes: int, cardinality: int, width: int) -> int:
     """Channels of the grouped 3x3 conv: C * floor(planes * d / 64) (paper, torchvision, Torch code)."""
     return cardinality * int(planes * width / 64)
+
+
+def check_shape(cardinality: int, width: int) -> None:
+    """Raise ValueError unless C and d are positive integers."""
+    for name, value in (("cardinality", cardinality), ("width", width)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def build_stages(net: nn.Module, in_ch: int, plan: Sequence[tuple[int, int]],
+                 make_block: Callable[[int, int, int, int, int], nn.Module]) -> int:
+    """Add ``net.layer1`` ... ``net.layerN``, stage i holding ``plan[i] = (blocks, planes)`` blocks.
+
+    ``make_block(in_ch, planes, stride, stage, index)`` builds one block, which says its
+    ``out_channels``; the first block of every stage but the first halves the map (stride 2).
+    Returns the channels the last stage puts out.
+    """
+    for s, (blocks, planes) in enumerate(plan):
+        layers = []
+        for b in range(blocks):
+            layers.append(make_block(in_ch, planes, 2 if (s > 0 and b == 0) else 1, s, b))
+            in_ch = layers[-1].out_channels
+        setattr(net, f"layer{s + 1}", nn.Sequential(*layers))
+    return in_ch
 
 
 def projection(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
@@ -40,6 +66,7 @@ class Bottleneck(nn.Module):
         super().__init__()
         mid = group_width(planes, cardinality, width)
         out_ch = planes * self.expansion
+        self.out_channels = out_ch
         self.conv1 = nn.Conv2d(in_ch, mid, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(mid)
         self.conv2 = nn.Conv2d(mid, mid, 3, stride=stride, padding=1, groups=cardinality, bias=False)
@@ -62,6 +89,20 @@ class Bottleneck(nn.Module):
         if self.shortcut:
             out = out + (x if self.downsample is None else self.downsample(x))
         return self.relu(out)
+
+
+def init_weights(model: nn.Module, zero_init_last_bn: bool) -> None:
+    """He (Kaiming, fan_out) init for convs, BN gamma 1 / beta 0; optionally gamma 0 on each block's last BN."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    if zero_init_last_bn:
+        for m in model.modules():
+            if isinstance(m, Bottleneck):
+                nn.init.zeros_(m.bn3.weight)
 
 
 def _slice_bn(src: nn.BatchNorm2d, lo: int, hi: int) -> nn.BatchNorm2d:

@@ -1,12 +1,50 @@
-"""CIFAR networks of Table 7: ResNeXt-29 (C x d) and the Wide ResNet 28-10 baseline."""
+"""CIFAR networks of Table 7, ResNeXt-29 (C x d) and the Wide ResNet 28-10 baseline, and their configs."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .blocks import Bottleneck
-from .imagenet import check_shape, init_weights
+from .blocks import Bottleneck, build_stages, check_shape, init_weights
+from .family import ModelConfig
+from .imagenet import shape_name
+
+
+@dataclass
+class CifarResNeXtConfig(ModelConfig):
+    """model=cifar_resnext: ResNeXt-29 and the other 9n+2-layer CIFAR nets of Sec. 5.3."""
+
+    arch: str = "cifar_resnext"
+    num_classes: int = 10  # classifier outputs (CIFAR-10); must equal the data set's count; 0 = from the data
+    depth: int = 29  # 9n + 2 (n blocks per stage): 11, 20, 29, ...
+    cardinality: int = 16  # C, number of paths = groups of the 3x3 conv
+    width: int = 64  # d, bottleneck width of one path in the first stage
+    zero_init_last_bn: bool = False  # start every block's last BN gamma at 0
+    shortcut: bool = True  # false: remove all shortcuts (the paper's residual ablation)
+
+
+@dataclass
+class WideResNetConfig(ModelConfig):
+    """model=wrn: the Wide ResNet depth-k of Zagoruyko & Komodakis (Table 7's baseline)."""
+
+    arch: str = "wrn"
+    num_classes: int = 10  # classifier outputs (CIFAR-10); must equal the data set's count; 0 = from the data
+    depth: int = 28  # 6n + 4 (n blocks per stage): 10, 16, 22, 28, ...
+    widen_factor: int = 10  # k, width multiplier of the three stages (16k, 32k, 64k channels)
+    dropout: float = 0.0  # dropout between the two convs of a wide block
+
+
+def cifar_resnext_name(cfg: CifarResNeXtConfig) -> str:
+    """ResNeXt-29 (16x64d), ResNet-29 (1x64d)[, no shortcut]."""
+    name = shape_name("ResNeXt", cfg.depth, cfg.cardinality, cfg.width)
+    return name if cfg.shortcut else name + ", no shortcut"
+
+
+def wrn_name(cfg: WideResNetConfig) -> str:
+    """WRN-28-10."""
+    return f"WRN-{cfg.depth}-{cfg.widen_factor}"
 
 
 class CifarResNeXt(nn.Module):
@@ -33,14 +71,11 @@ class CifarResNeXt(nn.Module):
         self.conv1 = nn.Conv2d(3, 64, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
-        in_ch = 64
-        for i, planes in enumerate((64, 128, 256)):
-            layers = []
-            for b in range(n):
-                stride = 2 if (i > 0 and b == 0) else 1
-                layers.append(Bottleneck(in_ch, planes, stride, cardinality, width, shortcut))
-                in_ch = planes * Bottleneck.expansion
-            setattr(self, f"layer{i + 1}", nn.Sequential(*layers))
+
+        def block(in_ch: int, planes: int, stride: int, *_) -> nn.Module:
+            return Bottleneck(in_ch, planes, stride, cardinality, width, shortcut)
+
+        in_ch = build_stages(self, 64, [(n, 64), (n, 128), (n, 256)], block)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_ch, num_classes)
         init_weights(self, zero_init_last_bn)
@@ -62,6 +97,7 @@ class WideBasic(nn.Module):
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.relu = nn.ReLU(inplace=False)
+        self.out_channels = out_ch
         self.downsample = None
         if stride != 1 or in_ch != out_ch:
             self.downsample = nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False)
@@ -83,15 +119,13 @@ class WideResNet(nn.Module):
         if not isinstance(widen_factor, int) or widen_factor < 1:
             raise ValueError(f"widen_factor must be an integer >= 1, got {widen_factor!r}")
         n = (depth - 4) // 6
-        widths = [16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
-        in_ch = 16
-        for i, w in enumerate(widths):
-            blocks = []
-            for b in range(n):
-                blocks.append(WideBasic(in_ch, w, 2 if (i > 0 and b == 0) else 1, dropout))
-                in_ch = w
-            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+
+        def block(in_ch: int, planes: int, stride: int, *_) -> nn.Module:
+            return WideBasic(in_ch, planes, stride, dropout)
+
+        in_ch = build_stages(self, 16, [(n, 16 * widen_factor), (n, 32 * widen_factor), (n, 64 * widen_factor)],
+                             block)
         self.bn = nn.BatchNorm2d(in_ch)
         self.relu = nn.ReLU(inplace=True)
         self.avgpool = nn.AdaptiveAvgPool2d(1)

@@ -1,11 +1,14 @@
-"""ImageNet ResNeXt / ResNet (paper Table 1, Sec. 4), layer names as torchvision's ResNet."""
+"""ImageNet ResNeXt / ResNet (paper Table 1, Sec. 4), layer names as torchvision's ResNet, and its config."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .blocks import Bottleneck, BottleneckA, BottleneckB
+from .blocks import Bottleneck, BottleneckA, BottleneckB, build_stages, check_shape, init_weights
+from .family import ModelConfig
 
 STAGES: dict[int, tuple[int, int, int, int]] = {
     50: (3, 4, 6, 3),
@@ -13,28 +16,43 @@ STAGES: dict[int, tuple[int, int, int, int]] = {
     152: (3, 8, 36, 3),
     200: (3, 24, 36, 3),
 }
+PLANES = (64, 128, 256, 512)  # base planes of the four stages (block outputs are 4x)
 FORMS = ("a", "b", "c")
 
 
-def check_shape(cardinality: int, width: int) -> None:
-    """Raise ValueError unless C and d are positive integers."""
-    for name, value in (("cardinality", cardinality), ("width", width)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+@dataclass
+class ResNeXtConfig(ModelConfig):
+    """model=resnext: the ImageNet ResNeXt / ResNet of Tables 1-5."""
+
+    arch: str = "resnext"
+    depth: int = 50  # 50, 101, 152 or 200 (stage depths of Table 1 / torchvision)
+    cardinality: int = 32  # C, number of paths = groups of the 3x3 conv; 1 = ResNet
+    width: int = 4  # d, bottleneck width of one path in the first stage (64 with C=1: ResNet)
+    zero_init_last_bn: bool = False  # start every block's last BN gamma at 0
+    shortcut: bool = True  # false: remove all shortcuts (the paper's residual ablation)
 
 
-def init_weights(model: nn.Module, zero_init_last_bn: bool) -> None:
-    """He (Kaiming, fan_out) init for convs, BN gamma 1 / beta 0; optionally gamma 0 on each block's last BN."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-    if zero_init_last_bn:
-        for m in model.modules():
-            if isinstance(m, Bottleneck):
-                nn.init.zeros_(m.bn3.weight)
+def shape_name(family: str, depth: int, cardinality: int, width: int) -> str:
+    """ResNeXt-50 (32x4d), or ResNet-50 (1x64d) when there is one path."""
+    return f"{'ResNet' if cardinality == 1 else family}-{depth} ({cardinality}x{width}d)"
+
+
+def resnext_name(cfg: ResNeXtConfig) -> str:
+    """The paper's way to name the network: ResNeXt-50 (32x4d), ResNet-50 (1x64d)[, no shortcut]."""
+    name = shape_name("ResNeXt", cfg.depth, cfg.cardinality, cfg.width)
+    return name if cfg.shortcut else name + ", no shortcut"
+
+
+def torchvision_resnet(depth: int = 50, cardinality: int = 32, width: int = 4, num_classes: int = 1000,
+                       zero_init_last_bn: bool = False, shortcut: bool = True) -> nn.Module:
+    """torchvision's ResNet definition of the same network (a reference for checks and benchmarks)."""
+    from torchvision.models.resnet import Bottleneck as TVBottleneck
+    from torchvision.models.resnet import ResNet as TVResNet
+
+    if depth not in STAGES or not shortcut:
+        raise ValueError(f"torchvision has no ResNet of depth {depth}{'' if shortcut else ' without shortcuts'}")
+    return TVResNet(TVBottleneck, list(STAGES[depth]), num_classes=num_classes, groups=cardinality,
+                    width_per_group=width, zero_init_residual=zero_init_last_bn)
 
 
 def convert_form(model: nn.Module, form: str) -> nn.Module:
@@ -83,14 +101,11 @@ class ResNeXt(nn.Module):
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        in_ch = 64
-        for i, (blocks, planes) in enumerate(zip(STAGES[depth], (64, 128, 256, 512), strict=True)):
-            layers = []
-            for b in range(blocks):
-                stride = 2 if (i > 0 and b == 0) else 1
-                layers.append(Bottleneck(in_ch, planes, stride, cardinality, width, shortcut))
-                in_ch = planes * Bottleneck.expansion
-            setattr(self, f"layer{i + 1}", nn.Sequential(*layers))
+
+        def block(in_ch: int, planes: int, stride: int, *_) -> nn.Module:
+            return Bottleneck(in_ch, planes, stride, cardinality, width, shortcut)
+
+        in_ch = build_stages(self, 64, list(zip(STAGES[depth], PLANES, strict=True)), block)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_ch, num_classes)
         init_weights(self, zero_init_last_bn)

@@ -1,0 +1,174 @@
+"""Load a model from a run directory or a weights file (evaluate, predict, export): weights, config, input."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from .config import schema_for
+from .data.cifar import CIFAR_MEAN, CIFAR_STD, DIGITS_MEAN, DIGITS_STD
+from .data.imagenet_folder import MEAN, STD
+from .engine.checkpoint import safe_load
+from .errors import CheckpointError, ConfigError
+from .models import VARIANTS, Family, build_model, family_of
+from .models.interop import load_torchvision, read_state_dict
+
+DEFAULT_ARCH = "resnext50_32x4d"  # what a plain state dict is read as when no --arch is given
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How the model expects an image: resize the shorter side, center crop, normalize."""
+
+    resize: int  # shorter side after a bilinear resize
+    crop: int  # side of the center crop fed to the model
+    mean: tuple[float, float, float]  # per-channel RGB mean, [0, 1] units
+    std: tuple[float, float, float]  # per-channel RGB standard deviation
+
+
+@dataclass
+class Source:
+    """What a run directory or a weights file holds, read but not yet built into a model."""
+
+    weights: Path  # the file the weights come from (a run's checkpoints/best.pt, else last.pt)
+    state_dict: dict[str, torch.Tensor]  # the weights, wrapper prefixes stripped
+    stored: dict[str, Any] | None  # the architecture our checkpoints store (model_config); None in others
+    cfg: DictConfig | None  # the run's config.yaml as written; None for a weights file
+    what: str  # one-line description: "RUN (best.pt)" or "FILE"
+
+    @property
+    def record(self) -> dict[str, Any] | None:
+        """The architecture: the checkpoint's model_config, else the run's model node, else None."""
+        if self.stored:
+            return dict(self.stored)
+        return OmegaConf.to_container(self.cfg.model, resolve=True) if self.cfg is not None else None
+
+    @property
+    def classes(self) -> int:
+        """The class count of the file's classifier (1000 for a headless file)."""
+        sd = self.state_dict
+        return int(sd["fc.weight"].shape[0]) if "fc.weight" in sd else 1000
+
+
+@dataclass
+class Loaded:
+    """A model with weights, in eval mode on the CPU, and what it came from."""
+
+    model: nn.Module
+    what: str  # one-line description: "RUN (best.pt)" or "FILE as ARCH"
+    data: DictConfig | None  # the run's data config; None for a weights file
+    family: Family  # the model's family (input size and normalisation of a weights file)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.model.fc.out_features)
+
+    def preprocessing(self, crop: int | None = None) -> Preprocessing:
+        """The run's evaluation transform; for a weights file the family's (the model cards' for ImageNet)."""
+        d = self.data
+        if d is not None:
+            stats = {"cifar10": (CIFAR_MEAN, CIFAR_STD), "cifar100": (CIFAR_MEAN, CIFAR_STD),
+                     "digits": (DIGITS_MEAN, DIGITS_STD)}.get(str(d.dataset), (MEAN, STD))
+            resize, size = int(d.val_resize), int(d.val_crop)
+        else:
+            spec = self.family.input
+            stats, resize, size = (spec.mean, spec.std), spec.resize, spec.size
+        if crop is not None:  # keep the source's resize/crop ratio
+            resize, size = max(crop, round(crop * resize / size)), crop
+        return Preprocessing(resize, size, *stats)
+
+
+def checkpoint_of(run_dir: Path) -> Path:
+    """checkpoints/best.pt of a run directory, else checkpoints/last.pt."""
+    for name in ("best.pt", "last.pt"):
+        if (run_dir / "checkpoints" / name).is_file():
+            return run_dir / "checkpoints" / name
+    raise CheckpointError(f"{run_dir}: no checkpoints/best.pt or checkpoints/last.pt in this run directory")
+
+
+def run_config(run_dir: Path) -> DictConfig:
+    """A run directory's config.yaml as written (ConfigError if it is unreadable or not a run's)."""
+    try:
+        cfg = OmegaConf.load(run_dir / "config.yaml")
+    except Exception as e:
+        raise ConfigError(f"{run_dir / 'config.yaml'}: unreadable config ({type(e).__name__}: {str(e)[:120]})") from None
+    if not isinstance(cfg, DictConfig) or "model" not in cfg or "data" not in cfg:
+        raise ConfigError(f"{run_dir / 'config.yaml'}: not a run config (needs model: and data: blocks)")
+    return cfg
+
+
+def typed_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """A run's config on the schema (its model family's node) with ``key=value`` overrides applied."""
+    from .compose import explain
+
+    typed = schema_for(cfg.model)
+    try:
+        typed.merge_with({k: v for k, v in cfg.items() if k != "model"})
+        typed.merge_with(OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
+    except Exception as e:  # an unknown key or a bad value, named by explain()
+        raise ConfigError(explain(e)) from None
+    return typed
+
+
+def open_source(path: str | Path) -> Source:
+    """Read a run directory (config.yaml and checkpoints/best.pt, else last.pt) or a weights file."""
+    path = Path(path)
+    cfg = None
+    if path.is_dir():
+        if not (path / "config.yaml").is_file():
+            raise ConfigError(f"{path}: not a run directory (no config.yaml); give a run directory or a weights file")
+        cfg = run_config(path)
+        weights = checkpoint_of(path)
+        what = f"{path.name} ({weights.name})"
+    elif path.is_file():
+        weights, what = path, path.name
+    else:
+        raise CheckpointError(f"{path}: no such weights file or run directory")
+    state = safe_load(weights)
+    return Source(weights, read_state_dict(state), state.get("model_config") or None, cfg, what)
+
+
+def instantiate(spec: str | Mapping[str, Any], source: Source, hint: str = "", **kwargs: Any) -> nn.Module:
+    """The model ``spec`` describes (see resnext.models.build_model) holding the source's weights, strictly.
+
+    Built on the meta device (no random init: minutes for the big IG models) and the file's tensors
+    assigned; a file for another architecture is a CheckpointError of one line.
+    """
+    try:
+        with torch.device("meta"):
+            model = build_model(spec, **kwargs)
+        with warnings.catch_warnings():  # strict key/shape check; copies onto meta tensors are no-ops
+            warnings.simplefilter("ignore", UserWarning)
+            load_torchvision(model, source.state_dict)
+        model.load_state_dict(source.state_dict, strict=True, assign=True)
+    except ValueError as e:
+        raise CheckpointError(f"{source.weights}: {e}{hint}") from None
+    return model.float().eval()
+
+
+def load_model(path: str | Path, arch: str | None = None) -> Loaded:
+    """The model a run directory or a weights file holds, its weights loaded strictly.
+
+    A run directory brings its config.yaml and checkpoints/best.pt (else last.pt). A weights file
+    (ours, torchvision's or timm's layout) uses the architecture stored in it (our checkpoints),
+    else the variant ``arch`` (default resnext50_32x4d), with the class count of its classifier.
+    """
+    src = open_source(path)
+    rec = src.record
+    if rec:
+        spec: str | dict = rec if rec.get("num_classes") else {**rec, "num_classes": src.classes}
+        model, what = instantiate(spec, src), src.what
+    else:
+        spec = arch or DEFAULT_ARCH
+        if spec not in VARIANTS:
+            raise ConfigError(f"--arch {spec!r} is not a model name; valid: {', '.join(sorted(VARIANTS))}")
+        hint = f" (read as {spec}; give --arch the file's architecture)"
+        model, what = instantiate(spec, src, hint, num_classes=src.classes), f"{src.what} as {spec}"
+    return Loaded(model, what, src.cfg.data if src.cfg is not None else None, family_of(spec))
