@@ -18,6 +18,7 @@ from .cifar import (
 )
 from .family import CIFAR_INPUT, IMAGENET_INPUT, Family, InputSpec, ModelConfig
 from .imagenet import ResNeXt, ResNeXtConfig, convert_form, resnext_name, torchvision_resnet
+from .preact import PreResNet, PreResNetConfig, preresnet_name
 
 #: Every network family, by the name its config's ``arch`` key (and conf/model/<name>.yaml) uses.
 FAMILIES: dict[str, Family] = {
@@ -28,6 +29,8 @@ FAMILIES: dict[str, Family] = {
                             "CIFAR ResNeXt-29 and other 9n+2-layer nets (Sec. 5.3, Table 7)", CIFAR_INPUT),
     "wrn": Family(WideResNet, WideResNetConfig, wrn_name, "WRN",
                   "Wide ResNet depth-k, pre-activation (Table 7's baseline)", CIFAR_INPUT),
+    "preresnet": Family(PreResNet, PreResNetConfig, preresnet_name, "Pre-act ResNet",
+                        "ImageNet pre-activation ResNet of fb.resnet.torch (Table 4's ResNet-200)", IMAGENET_INPUT),
 }
 
 
@@ -69,6 +72,10 @@ VARIANTS: dict[str, Variant] = {
     "resnext29_8x64d": Variant("cifar_resnext", {"depth": 29, "cardinality": 8, "width": 64}),
     "resnext29_16x64d": Variant("cifar_resnext", {"depth": 29, "cardinality": 16, "width": 64}),
     "wrn28_10": Variant("wrn", {"depth": 28, "widen_factor": 10}),
+    "preresnet50": Variant("preresnet", {"depth": 50}),
+    "preresnet101": Variant("preresnet", {"depth": 101}),
+    "preresnet152": Variant("preresnet", {"depth": 152}),
+    "preresnet200": Variant("preresnet", {"depth": 200}),
 }
 
 
@@ -125,6 +132,6 @@ def describe(spec: str | Mapping[str, Any]) -> str:
 
 __all__ = [
     "FAMILIES", "VARIANTS", "Bottleneck", "BottleneckA", "BottleneckB", "CifarResNeXt", "Family", "InputSpec",
-    "ModelConfig", "ResNeXt", "Variant", "WideResNet", "build_model", "convert_form", "describe",
+    "ModelConfig", "PreResNet", "ResNeXt", "Variant", "WideResNet", "build_model", "convert_form", "describe",
     "family_of", "resolve",
 ]
