@@ -20,6 +20,7 @@ from .engine.precision import Precision, resolve
 from .engine.rundir import CONFIG, RunLock, check_resume, saved_config, write_text_atomic
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, CheckpointError, ConfigError, UserError
 from .models import build_model
+from .models import resolve as resolve_model
 from .models.complexity import measure
 from .optim import build_optimizer
 from .schedule import Schedule
@@ -46,6 +47,17 @@ def make_model(rec: dict, init_from: str | None, log) -> torch.nn.Module:
         except (OSError, ValueError) as e:
             raise ConfigError(f"model.init_from={init_from}: {e}") from None
     return model
+
+
+def same_model(saved: dict | None, rec: dict) -> bool:
+    """Whether a checkpoint's model record builds the same network as ``rec`` (records written before
+    the families had their own config nodes hold every family's keys: compared through the family)."""
+    if saved == rec:
+        return True
+    try:
+        return saved is not None and resolve_model(saved)[1] == resolve_model(rec)[1]
+    except (ValueError, TypeError):
+        return False
 
 
 def flat_hparams(cfg: DictConfig) -> dict:
@@ -83,7 +95,7 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
     rec = model_record(cfg, classes)
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     model = make_model(rec, cfg.model.init_from, say).to(world.device, memory_format=precision.memory_format)
-    if state is not None and state.get("model_config") != rec:
+    if state is not None and not same_model(state.get("model_config"), rec):
         raise CheckpointError(f"{run_dir / 'checkpoints'}: checkpoint is for model {state.get('model_config')}, "
                               f"this run builds {rec}; use another run directory (hydra.run.dir=...)")
     if t.sync_bn and world.distributed:
@@ -170,7 +182,7 @@ def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock) -> int:
         state = load_state(run_dir, world)
         parts, opts = build_parts(cfg, world, run_dir, state)  # the model's own errors come first
         diff = check_resume(saved, cfg, list(cfg.trainer.accept_changes)) if saved is not None else {}
-        if state is not None and state["progress"]["epoch"] >= cfg.trainer.epochs and not diff:
+        if state is not None and state["progress"]["epoch"] >= cfg.trainer.epochs:
             if world.is_main:
                 print(f"{cfg.name}: already finished ({state['progress']['epoch']} epochs) in {run_dir}; "
                       "nothing to do (raise trainer.epochs to extend the run)", flush=True)

@@ -55,7 +55,7 @@ def build_engine(args, name: str, precision: str, channels_last: bool, compiled:
         f"trainer.device={device}", f"trainer.max_steps_per_epoch={args.steps}", "trainer.epochs=1000",
         "schedule.milestones=[]"])
     world = init_world(device)
-    fit, _ = build(cfg, world, Path(tempfile.mkdtemp(prefix="bench-")))
+    fit = build(cfg, world, Path(tempfile.mkdtemp(prefix="bench-")))
     return fit
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..data.base import Loaders
-from ..errors import EXIT_NONFINITE, EXIT_OK, EXIT_REQUEUE, EXIT_SAVE_FAILED, SaveError
+from ..errors import EXIT_INTERRUPTED, EXIT_NONFINITE, EXIT_OK, EXIT_REQUEUE, EXIT_SAVE_FAILED, SaveError
 from ..schedule import Schedule
 from . import checkpoint as ckpt
 from .dist import World, all_reduce_max
@@ -82,17 +83,26 @@ class Progress:
 
 
 class StopFlag:
-    """Set by SIGUSR1/SIGTERM on this rank; ``agreed`` once every rank has seen a request."""
+    """Set by SIGUSR1, SIGTERM or SIGINT (Ctrl-C) on this rank; ``agreed`` once every rank has seen a request.
 
-    SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+    A second Ctrl-C aborts at once, without saving (exit 130).
+    """
+
+    SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.requested = False  # a signal reached this process
         self.agreed = False  # some rank had a request at the last agreement: all ranks stop there
+        self.interrupts = 0  # Ctrl-Cs seen
         self._old: dict = {}
 
     def _handle(self, signum, frame) -> None:
         self.requested = True
+        if signum == signal.SIGINT:
+            self.interrupts += 1
+            if self.interrupts > 1:
+                os.write(2, b"error: interrupted twice: aborted without saving\n")
+                os._exit(EXIT_INTERRUPTED)
 
     def __enter__(self) -> StopFlag:
         for s in self.SIGNALS:

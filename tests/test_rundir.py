@@ -1,0 +1,248 @@
+"""A run directory is sacred: one writer, one configuration, every stop saves, failed saves are one line."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from runs import PY, ROOT, TINY, TORCHRUN, env, records, train
+
+from resnext.engine import checkpoint as ckpt
+from resnext.errors import EXIT_INTERRUPTED, EXIT_REQUEUE, EXIT_SAVE_FAILED
+
+SHORT = ["trainer.epochs=1", "trainer.max_steps_per_epoch=2"]
+LONG = ["trainer.epochs=3", "trainer.max_steps_per_epoch=400"]  # minutes: always stopped by a signal
+
+
+def snapshot(d: Path) -> dict:
+    return {p.relative_to(d): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def popen(run_dir: Path, *overrides: str, nproc: int = 1) -> subprocess.Popen:
+    """train.py (or torchrun) in its own process group, as a terminal or `timeout` would run it."""
+    args = [*TINY, f"hydra.run.dir={run_dir}", *overrides]
+    cmd = [PY, str(ROOT / "train.py"), *args] if nproc == 1 else [
+        TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", str(ROOT / "train.py"), *args]
+    return subprocess.Popen(cmd, env=env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def wait_for_step(run_dir: Path, proc: subprocess.Popen, step: int = 2, timeout: float = 240) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            if any(r.get("step", 0) >= step for r in records(run_dir, "step")):
+                return
+        except (FileNotFoundError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError("no progress")
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("rd") / "done"
+    res = train(d, *SHORT)
+    assert res.returncode == 0, res.stderr
+    return d
+
+
+def test_second_start_is_refused_naming_the_holder(tmp_path):
+    d = tmp_path / "run"
+    first = popen(d, *LONG)
+    try:
+        wait_for_step(d, first)
+        second = train(d, *LONG)
+        assert second.returncode == 2, second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and "another start is training in this run directory" in lines[0]
+        assert f"pid {first.pid}" in lines[0]
+    finally:
+        os.killpg(first.pid, signal.SIGTERM)
+        out, err = first.communicate(timeout=120)
+    assert first.returncode == EXIT_REQUEUE, err
+    starts = records(d, "start")
+    assert len(starts) == 1  # the refused start wrote nothing
+    assert not list(d.glob("*.tmp")) and not list(d.glob(".*.tmp"))
+    assert (d / ".lock").read_text() == ""  # the holder's name went with it
+    again = train(d, *LONG, "optim.lr=9")  # gets past the lock: refused for its changed setting instead
+    assert again.returncode == 2 and "optim.lr: 0.2 -> 9" in again.stderr, again.stderr
+
+
+def test_resume_with_other_training_settings_is_refused(done):
+    before = snapshot(done)
+    res = train(done, *SHORT, "optim.lr=5.0", "optim.weight_decay=0.001")
+    assert res.returncode == 2
+    (line,) = res.stderr.strip().splitlines()
+    assert "optim.lr: 0.2 -> 5.0" in line and "optim.weight_decay: 0.0005 -> 0.001" in line
+    assert "name=NEW" in line and "trainer.accept_changes=[optim.lr,optim.weight_decay]" in line
+    assert snapshot(done) == before
+
+
+def test_finished_run_rerun_says_so_and_touches_nothing(done):
+    before = snapshot(done)
+    res = train(done, *SHORT, "data.workers=0")  # a where/how key may differ
+    assert res.returncode == 0, res.stderr
+    assert "already finished (1 epochs)" in res.stdout
+    assert snapshot(done) == before
+
+
+def test_extending_and_accepting_changes_are_applied_and_recorded(done, tmp_path):
+    d = tmp_path / "ext"
+    import shutil
+
+    shutil.copytree(done, d)
+    res = train(d, "trainer.epochs=2", "trainer.max_steps_per_epoch=2", "optim.lr=0.05",
+                "trainer.accept_changes=[optim.lr]", "trainer.log_every=2")
+    assert res.returncode == 0, res.stderr
+    assert "changed since the last start: optim.lr: 0.2 -> 0.05" in res.stdout
+    state = torch.load(d / "checkpoints" / "last.pt", weights_only=True)
+    assert state["progress"]["epoch"] == 2
+    # lr 0.05 per 32 (the demo recipe's ref batch) at batch 32: the new base lr, not the checkpoint's 0.2
+    assert {g["base_lr"] for g in state["optimizer"]["param_groups"]} == {0.05}
+    kept = (d / "config.step-2.yaml").read_text()
+    assert "lr: 0.2" in kept and "epochs: 1" in kept
+    now = (d / "config.yaml").read_text()
+    assert "lr: 0.05" in now and "epochs: 2" in now
+    start = records(d, "start")[-1]
+    assert start["changes"]["optim.lr"] == [0.2, 0.05] and start["changes"]["trainer.epochs"] == [1, 2]
+
+
+def test_files_follow_the_umask(tmp_path):
+    d = tmp_path / "perm"
+    res = subprocess.run(["bash", "-c", f"umask 022 && exec {PY} {ROOT / 'train.py'} " + " ".join(
+        [*TINY, f"hydra.run.dir={d}", *SHORT])], capture_output=True, text=True, env=env(), cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stderr
+    for f in (d / "config.yaml", d / "metrics.jsonl", d / "checkpoints" / "last.pt", d / "checkpoints" / "best.pt"):
+        assert f.stat().st_mode & 0o777 == 0o644, f
+
+
+def test_corrupt_last_is_moved_aside_so_the_good_previous_survives(tmp_path):
+    d = tmp_path / "ck"
+    ckpt.atomic_save({"n": torch.tensor(1)}, d / ckpt.LAST)
+    ckpt.atomic_save({"n": torch.tensor(2)}, d / ckpt.LAST, keep_previous=True)
+    (d / ckpt.LAST).write_bytes(b"cut short")
+    warnings = []
+    state = ckpt.load_latest(d, warnings.append)
+    assert int(state["n"]) == 1 and "moved aside to last.pt.corrupt-" in warnings[0]
+    assert not (d / ckpt.LAST).exists() and len(list(d.glob("last.pt.corrupt-*"))) == 1
+    ckpt.atomic_save({"n": torch.tensor(3)}, d / ckpt.LAST, keep_previous=True)  # the next rotation
+    assert int(torch.load(d / ckpt.PREVIOUS, weights_only=True)["n"]) == 1  # the good one, not the junk
+
+
+def test_failed_save_is_one_line_exit_4_and_keeps_the_previous(tmp_path, monkeypatch, capsys):
+    """Injected I/O error on the second save (in process, any user)."""
+    from resnext.compose import compose_config
+    from resnext.engine.dist import init_world
+    from resnext.session import build
+
+    fit = build(compose_config([*TINY, "trainer.epochs=2", "trainer.max_steps_per_epoch=2"]),
+                init_world("cpu"), tmp_path)
+    real, calls = ckpt.atomic_save, []
+
+    def flaky(obj, path, keep_previous=False):
+        calls.append(path)
+        if len(calls) > 2:  # epoch 1: last.pt + best.pt; epoch 2's last.pt fails
+            raise OSError(errno.EIO, "Input/output error")
+        real(obj, path, keep_previous)
+
+    monkeypatch.setattr(ckpt, "atomic_save", flaky)
+    outcome = fit.run()
+    fit.log.close()
+    assert outcome.exit_code == EXIT_SAVE_FAILED
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert err == [f"error: {tmp_path / 'checkpoints' / 'last.pt'}: cannot write the checkpoint (Input/output "
+                   f"error); the previous checkpoint is kept (exit {EXIT_SAVE_FAILED})"]
+    assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["progress"]["epoch"] == 1
+    end = records(tmp_path, "end")[-1]
+    assert end["status"] == "failed" and end["reason"] == "save_failed"
+
+
+def test_full_disk_on_a_real_tmpfs(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("mounting a tmpfs needs root (the injected-error test covers the logic)")
+    try:
+        d = mnt / "run"
+        assert train(d, *SHORT).returncode == 0
+        size = (d / "checkpoints" / "last.pt").stat().st_size
+        st = os.statvfs(mnt)
+        filler = st.f_bavail * st.f_frsize - size // 2  # room for the logs, not for another checkpoint
+        with open(mnt / "filler", "wb") as f:
+            f.truncate(0)
+            f.write(b"\0" * filler)
+        res = train(d, "trainer.epochs=2", "trainer.max_steps_per_epoch=2")
+        assert res.returncode == EXIT_SAVE_FAILED, res.stderr
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and "No space left on device" in lines[0] and "last.pt" in lines[0]
+        assert torch.load(d / "checkpoints" / "last.pt", weights_only=True)["progress"]["epoch"] == 1
+        assert records(d, "end")[-1]["status"] == "failed"
+        assert not list((d / "checkpoints").glob(".*.tmp"))
+    finally:
+        subprocess.run(["umount", str(mnt)])
+
+
+def imagenet_overrides(root: Path, backend: str) -> list[str]:
+    return ["data=imagenet", f"data.root={root}", f"data.backend={backend}", "model.num_classes=0",
+            "data.batch_size=6", "data.image_size=32", "data.val_resize=36", "data.val_crop=32", "data.workers=2",
+            "data.pad=0", "data.flip=true", "trainer.epochs=400"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("fake") / "imagenet"
+    res = subprocess.run([PY, "-m", "resnext.data", "make-fake", str(root), "--classes", "3", "--per-class", "8",
+                          "--val-per-class", "2", "--size", "64x48"], capture_output=True, env=env(), cwd=ROOT)
+    assert res.returncode == 0
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source, sig, nproc", [
+    ("digits", signal.SIGINT, 1),
+    ("torch", signal.SIGTERM, 1),
+    ("torch", signal.SIGINT, 1),
+    ("dali_cpu", signal.SIGTERM, 1),
+    ("digits", signal.SIGTERM, 2),
+])
+def test_signal_to_the_whole_process_group_saves(source, sig, nproc, folder, tmp_path):
+    """What `timeout`, Slurm's cancel and Ctrl-C do: the signal reaches every process, loader workers too."""
+    d = tmp_path / "sig"
+    extra = LONG if source == "digits" else imagenet_overrides(folder, source)
+    proc = popen(d, *extra, nproc=nproc)
+    wait_for_step(d, proc)
+    os.killpg(proc.pid, sig)
+    out, err = proc.communicate(timeout=180)
+    end = records(d, "end")[-1]
+    assert end["status"] == "preempted", err
+    saved = torch.load(d / "checkpoints" / "last.pt", weights_only=True)["progress"]["global_step"]
+    assert f"saved at step {saved}; exit {EXIT_REQUEUE}" in out
+    if nproc == 1:  # (torchrun exits 1 with its own traceback whenever it was signalled)
+        assert proc.returncode == EXIT_REQUEUE and "Traceback" not in err, err
+
+
+def test_second_ctrl_c_aborts_at_once():
+    """The trainer's handler: the first Ctrl-C asks for a save, the second ends the process at once."""
+    code = ("import os, signal, time\n"
+            "from resnext.engine.loop import StopFlag\n"
+            "with StopFlag() as stop:\n"
+            "    os.kill(os.getpid(), signal.SIGINT)\n"
+            "    time.sleep(0.2)\n"
+            "    print('requested', stop.requested, flush=True)\n"
+            "    os.kill(os.getpid(), signal.SIGINT)\n"
+            "    time.sleep(5)\n"
+            "print('not reached')\n")
+    res = subprocess.run([PY, "-c", code], capture_output=True, text=True, env=env(), cwd=ROOT, timeout=60)
+    assert res.returncode == EXIT_INTERRUPTED
+    assert res.stdout == "requested True\n"
+    assert res.stderr == "error: interrupted twice: aborted without saving\n"
