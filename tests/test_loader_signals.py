@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
 import pytest
 from imagenet_data_helpers import cfg, ids, index_folder, place
+
+from runs import PY, ROOT, env
 
 from resnext.data import build_loaders
 
@@ -78,3 +81,42 @@ def test_without_it_a_signalled_worker_breaks_the_epoch(root, monkeypatch):
     time.sleep(0.2)
     with pytest.raises(RuntimeError, match=r"DataLoader worker .*(killed by signal|exited unexpectedly)"):
         list(it)
+
+
+# A trainer in miniature: it notes SIGTERM and decides itself (here: finish the epoch), then exits normally
+# with its loader (and the loader's persistent workers) still alive, as train.py does.
+TRAINER = """
+import signal, sys, time
+sys.path.insert(0, "tests")
+from imagenet_data_helpers import cfg, place
+from resnext.data import build_loaders
+signals = []
+signal.signal(signal.SIGTERM, lambda s, f: signals.append(s))
+loader = build_loaders(cfg(sys.argv[1], "torch", batch_size=2, workers=2), place()).train
+steps = 0
+for x, _ in loader:
+    steps += 1
+    if steps == 2:
+        print("ready", flush=True)
+        while not signals:
+            time.sleep(0.05)
+print(steps, signals, flush=True)
+"""
+
+
+def test_a_signal_to_the_process_group_is_the_trainers_and_it_exits_cleanly(root):
+    """kill -TERM -- -PGID reaches the trainer and its workers: the epoch goes on, and at its exit the process
+    ends its workers itself (multiprocessing would SIGTERM them, which they ignore, and wait forever)."""
+    p = subprocess.Popen([PY, "-c", TRAINER, str(root)], cwd=ROOT, env=env(), start_new_session=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "ready\n"
+        os.killpg(p.pid, signal.SIGTERM)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 0 and out == f"12 [{int(signal.SIGTERM)}]\n", err[-2000:]
+    time.sleep(0.5)
+    leftover = subprocess.run(["pgrep", "-g", str(p.pid)], capture_output=True, text=True).stdout.split()
+    assert leftover == []  # no worker outlived it

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import multiprocessing.util
 import signal
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -27,6 +29,30 @@ def ignore_stop_signals(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
+
+_LIVE: weakref.WeakSet[DataLoader] = weakref.WeakSet()  # loaders whose workers _stop_workers ends
+
+
+def _stop_workers() -> None:
+    """At interpreter exit, end the workers of every loader still alive the ordinary way (a stop message on
+    each index queue, then join), as torch does for a loader collected earlier. multiprocessing's exit hook
+    runs this first, then SIGTERMs its remaining children and waits for them: workers ignoring SIGTERM would
+    keep it waiting forever. torch's own exit hook has already made this shutdown a no-op (it leaves the
+    workers to multiprocessing's SIGTERM), hence the flag is lifted while it runs."""
+    from torch.utils.data import _utils
+
+    exiting, _utils.python_exit_status = _utils.python_exit_status, False
+    try:
+        for loader in list(_LIVE):
+            it = getattr(loader, "_iterator", None)  # the persistent workers' iterator, once started
+            if it is not None and hasattr(it, "_shutdown_workers"):
+                it._shutdown_workers()
+    finally:
+        _utils.python_exit_status = exiting
+
+
+# an exit finalizer of multiprocessing's: run by its exit hook before that terminates child processes
+multiprocessing.util.Finalize(None, _stop_workers, exitpriority=100)
 
 class TrainTransform:
     """Crop the drawn box and resize it to image_size (PIL's antialiased bilinear, as torchvision's
@@ -119,6 +145,7 @@ class TorchLoader:
         self.loader = DataLoader(Samples(images, transform, int(side)), batch_size=batch, sampler=self.sampler,
                                  num_workers=workers, pin_memory=place.device.type == "cuda",
                                  persistent_workers=workers > 0, worker_init_fn=ignore_stop_signals)
+        _LIVE.add(self.loader)
         self.set_epoch(0)
 
     def __len__(self) -> int:
