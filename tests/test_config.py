@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -131,33 +129,6 @@ def test_step_schedule_exact_at_warmup_and_milestones():
     assert lr_at(s, 0.4, 5999) == pytest.approx(0.04, rel=1e-15)
     assert lr_at(s, 0.4, 6000) == pytest.approx(0.004, rel=1e-12)
     assert lr_at(s, 0.4, 9000) == pytest.approx(0.0004, rel=1e-12)
-
-
-def test_cosine_schedule_nvidia_recipe():
-    cfg = compose_config(["+recipe=resnext101_32x4d_nvidia", "data.root=/d"])
-    validate(cfg, world_size=8, cuda=True)
-    spe = 1251  # 1,281,167 images / 1024
-    s = Schedule.from_config(cfg.schedule, spe, cfg.trainer.epochs)
-    base = scaled_lr(cfg.optim.lr, cfg.data.batch_size, cfg.optim.ref_batch)
-    assert base == pytest.approx(1.024)
-    assert lr_at(s, base, 0) == 0.0  # epoch 0 starts the warmup
-    assert lr_at(s, base, 8 * spe) == pytest.approx(base)  # epoch 8: warmup done, full lr
-    for epoch in (45, 89):
-        progress = (epoch - 8) / (90 - 8)
-        assert lr_at(s, base, epoch * spe) == pytest.approx(base * 0.5 * (1 + math.cos(math.pi * progress)))
-    assert cfg.optim.momentum == 0.875 and cfg.optim.weight_decay == 6.103515625e-05
-    assert cfg.optim.label_smoothing == 0.1 and not cfg.optim.decay_bn_and_bias
-
-
-def test_no_weight_decay_on_bn_and_bias():
-    cfg = compose_config(["+recipe=resnext101_32x4d_nvidia", "data.root=/d"])
-    model = build_model(dict(arch="cifar_resnext", depth=11, cardinality=2, width=4, num_classes=10,
-                             zero_init_last_bn=False, shortcut=True))
-    opt = build_optimizer(cfg.optim, model, 256)
-    decay, no_decay = opt.param_groups
-    assert no_decay["weight_decay"] == 0 and decay["weight_decay"] == cfg.optim.weight_decay
-    assert all(p.dim() > 1 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
-    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
 @pytest.mark.parametrize("overrides, message", [

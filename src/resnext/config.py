@@ -11,6 +11,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from .errors import ConfigError
 from .models import FAMILIES, build_model, family_of
 from .models.family import ModelConfig
+from .optim import NO_DECAY
 
 # The model node's keys are the selected family's: conf/model/<family>.yaml lists the family's dataclass
 # (resnext.models.FAMILIES[<family>].config, stored below as schema/model/<family>) in its defaults.
@@ -47,7 +48,8 @@ class OptimConfig:
     momentum: float = 0.9  # SGD momentum
     nesterov: bool = True  # Nesterov momentum (the Torch reference's default)
     weight_decay: float = 1e-4  # L2 weight decay
-    decay_bn_and_bias: bool = True  # false: no weight decay on BN parameters and biases
+    no_decay: str = "none"  # parameters without weight decay: none | bn_and_bias | bn | bn_named (resnext.optim)
+    decay_bn_and_bias: bool = True  # old spelling, kept so old configs load: false = no_decay=bn_and_bias
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     foreach: bool | None = None  # multi-tensor SGD update; null = PyTorch's choice (on GPU only: 7% slower on CPU)
 
@@ -60,6 +62,7 @@ class ScheduleConfig:
     milestones: list[int] = field(default_factory=lambda: [30, 60, 90])  # step: epochs where lr *= gamma
     gamma: float = 0.1  # step: lr factor at each milestone
     final_lr: float = 0.0  # cosine: lr factor reached at the last step
+    granularity: str = "step"  # step: lr moves every step | epoch: once per epoch, from the epoch index (NVIDIA)
 
 
 @dataclass
@@ -133,6 +136,8 @@ CHOICES = {
     "data.backend": ("auto", "dali_gpu", "dali_cpu", "torch", "synthetic"),
     "data.interpolation": ("bilinear", "bicubic"),
     "schedule.name": ("step", "cosine"),
+    "schedule.granularity": ("step", "epoch"),
+    "optim.no_decay": NO_DECAY,
     "trainer.device": ("auto", "cpu", "cuda"),
     "trainer.precision": ("auto", "fp32", "bf16", "fp16"),
     "trainer.channels_last": ("auto", "true", "false"),
@@ -220,3 +225,9 @@ def validate(cfg: DictConfig, world_size: int = 1, cuda: bool = False) -> None:
         raise ConfigError(f"data.root is not set; give the folder holding the {d.dataset} python batches")
     if t.checkpoint_every_minutes < 0 or t.max_steps_per_epoch < 0:
         raise ConfigError("trainer.checkpoint_every_minutes and trainer.max_steps_per_epoch must be >= 0")
+    if not o.decay_bn_and_bias and o.no_decay not in ("none", "bn_and_bias"):
+        raise ConfigError(f"optim.decay_bn_and_bias=false (the old spelling of optim.no_decay=bn_and_bias) "
+                          f"contradicts optim.no_decay={o.no_decay}; set optim.no_decay alone")
+    if s.granularity == "epoch" and s.warmup_epochs != int(s.warmup_epochs):
+        raise ConfigError(f"schedule.warmup_epochs={s.warmup_epochs} must be a whole number of epochs "
+                          "with schedule.granularity=epoch")

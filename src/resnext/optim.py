@@ -1,9 +1,21 @@
-"""The optimizer: SGD (momentum, Nesterov) with optional no-weight-decay for BN parameters and biases."""
+"""The optimizer: SGD (momentum, Nesterov) with the weight-decay exemptions a recipe names (optim.no_decay)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+# optim.no_decay: which parameters get no weight decay.
+#   none         every parameter is decayed (the paper; fb.resnet.torch's optim.sgd weightDecay)
+#   bn_and_bias  normalization-layer parameters and every bias (the old decay_bn_and_bias=false)
+#   bn           normalization-layer parameters only; biases (the fc's) are decayed
+#   bn_named     parameters whose name holds "bn": NVIDIA DeepLearningExamples' rule, verbatim
+#                (image_classification/optimizers.py, get_sgd_optimizer: `"bn" in n`). With
+#                torchvision's names (ours and theirs) that is every block's bn1/bn2/bn3 and the stem's
+#                bn1, but NOT a projection shortcut's BN (downsample.1), which their code decays.
+NO_DECAY = ("none", "bn_and_bias", "bn", "bn_named")
 
 
 def scaled_lr(lr: float, batch_size: int, ref_batch: int) -> float:
@@ -11,24 +23,40 @@ def scaled_lr(lr: float, batch_size: int, ref_batch: int) -> float:
     return lr * batch_size / ref_batch
 
 
-def param_groups(model: nn.Module, weight_decay: float, decay_bn_and_bias: bool) -> list[dict]:
-    """One group, or two: weights of convs/linears with decay, BN parameters and biases without."""
-    if decay_bn_and_bias:
+def no_decay_rule(cfg) -> str:
+    """The optim config's no_decay rule; the old key decay_bn_and_bias=false means bn_and_bias."""
+    old = getattr(cfg, "decay_bn_and_bias", True)
+    return "bn_and_bias" if old is False else str(cfg.no_decay)
+
+
+def exempt(rule: str, module: nn.Module, module_name: str, name: str) -> bool:
+    """Whether parameter ``name`` of ``module`` (named ``module_name`` in the model) gets no weight decay."""
+    if rule == "none":
+        return False
+    if rule == "bn_named":
+        return "bn" in f"{module_name}.{name}"
+    is_norm = isinstance(module, NORMS)
+    return is_norm or (rule == "bn_and_bias" and name == "bias")
+
+
+def param_groups(model: nn.Module, weight_decay: float, no_decay: str = "none") -> list[dict]:
+    """One group (rule none), or two: parameters with decay, and those the rule exempts (decay 0)."""
+    if no_decay not in NO_DECAY:
+        raise ValueError(f"no_decay must be one of {', '.join(NO_DECAY)}, got {no_decay!r}")
+    if no_decay == "none":
         return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
-    decay, no_decay = [], []
-    for module in model.modules():
+    decay, exempted = [], []
+    for module_name, module in model.named_modules():
         for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
-                continue
-            is_norm = isinstance(module, nn.modules.batchnorm._NormBase | nn.GroupNorm | nn.LayerNorm)
-            (no_decay if is_norm or name == "bias" else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            if p.requires_grad:
+                (exempted if exempt(no_decay, module, module_name, name) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": exempted, "weight_decay": 0.0}]
 
 
 def build_optimizer(cfg, model: nn.Module, batch_size: int) -> torch.optim.SGD:
     """SGD for the optim config subtree; its lr is the scaled base lr (the schedule multiplies it)."""
     lr = scaled_lr(cfg.lr, batch_size, cfg.ref_batch)
-    groups = param_groups(model, cfg.weight_decay, cfg.decay_bn_and_bias)
+    groups = param_groups(model, cfg.weight_decay, no_decay_rule(cfg))
     opt = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                           foreach=cfg.foreach)
     for g in opt.param_groups:

@@ -16,14 +16,25 @@ class Schedule:
     milestones: tuple[int, ...] = ()  # step schedule: epochs where the factor is multiplied by gamma
     gamma: float = 0.1  # step schedule: factor per milestone
     final_lr: float = 0.0  # cosine: factor at the end of the run
+    granularity: str = "step"  # "step": the factor moves every step | "epoch": once per epoch
 
     @classmethod
     def from_config(cls, cfg, steps_per_epoch: int, epochs: int) -> Schedule:
         return cls(cfg.name, steps_per_epoch, epochs, cfg.warmup_epochs, cfg.warmup_start,
-                   tuple(cfg.milestones), cfg.gamma, cfg.final_lr)
+                   tuple(cfg.milestones), cfg.gamma, cfg.final_lr, str(getattr(cfg, "granularity", "step")))
 
     def factor(self, step: int) -> float:
-        """lr multiplier at optimizer step ``step`` (0-based), applied before that step's update."""
+        """lr multiplier at optimizer step ``step`` (0-based), applied before that step's update.
+
+        With granularity "epoch" the factor is constant over an epoch, as NVIDIA DeepLearningExamples'
+        lr policies (image_classification/optimizers.py) compute it from the epoch index e: warmup
+        (e + 1) / warmup_epochs (from warmup_start), then the step or cosine value at the epoch's first step.
+        """
+        if self.granularity == "epoch":
+            epoch = step // self.steps_per_epoch
+            if epoch < self.warmup_epochs:
+                return self.warmup_start + (1 - self.warmup_start) * (epoch + 1) / self.warmup_epochs
+            step = epoch * self.steps_per_epoch
         warm = self.warmup_epochs * self.steps_per_epoch
         if step < warm:
             return self.warmup_start + (1 - self.warmup_start) * step / warm

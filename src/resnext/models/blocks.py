@@ -91,11 +91,17 @@ class Bottleneck(nn.Module):
         return self.relu(out)
 
 
-def init_weights(model: nn.Module, zero_init_last_bn: bool) -> None:
-    """He (Kaiming, fan_out) init for convs, BN gamma 1 / beta 0; optionally gamma 0 on each block's last BN."""
+INIT_MODES = ("fan_out", "fan_in")  # Kaiming normal: std sqrt(2 / fan) over the conv's outputs or inputs
+
+
+def init_weights(model: nn.Module, zero_init_last_bn: bool, mode: str = "fan_out") -> None:
+    """He (Kaiming normal, ``mode`` fan_out or fan_in) init for convs, BN gamma 1 / beta 0; optionally
+    gamma 0 on each block's last BN. fan_out: torchvision and fb.resnet.torch; fan_in: NVIDIA's code."""
+    if mode not in INIT_MODES:
+        raise ValueError(f"init_mode must be one of {', '.join(INIT_MODES)}, got {mode!r}")
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)

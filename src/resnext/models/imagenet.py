@@ -30,6 +30,7 @@ class ResNeXtConfig(ModelConfig):
     width: int = 4  # d, bottleneck width of one path in the first stage (64 with C=1: ResNet)
     zero_init_last_bn: bool = False  # start every block's last BN gamma at 0
     shortcut: bool = True  # false: remove all shortcuts (the paper's residual ablation)
+    init_mode: str = "fan_out"  # Kaiming normal of the convs: fan_out (torchvision, Torch code) | fan_in (NVIDIA)
 
 
 def shape_name(family: str, depth: int, cardinality: int, width: int) -> str:
@@ -44,15 +45,20 @@ def resnext_name(cfg: ResNeXtConfig) -> str:
 
 
 def torchvision_resnet(depth: int = 50, cardinality: int = 32, width: int = 4, num_classes: int = 1000,
-                       zero_init_last_bn: bool = False, shortcut: bool = True) -> nn.Module:
+                       zero_init_last_bn: bool = False, shortcut: bool = True, init_mode: str = "fan_out") -> nn.Module:
     """torchvision's ResNet definition of the same network (a reference for checks and benchmarks)."""
     from torchvision.models.resnet import Bottleneck as TVBottleneck
     from torchvision.models.resnet import ResNet as TVResNet
 
     if depth not in STAGES or not shortcut:
         raise ValueError(f"torchvision has no ResNet of depth {depth}{'' if shortcut else ' without shortcuts'}")
-    return TVResNet(TVBottleneck, list(STAGES[depth]), num_classes=num_classes, groups=cardinality,
-                    width_per_group=width, zero_init_residual=zero_init_last_bn)
+    net = TVResNet(TVBottleneck, list(STAGES[depth]), num_classes=num_classes, groups=cardinality,
+                   width_per_group=width, zero_init_residual=zero_init_last_bn)
+    if init_mode != "fan_out":  # torchvision's own init is fan_out
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode=init_mode, nonlinearity="relu")
+    return net
 
 
 def convert_form(model: nn.Module, form: str) -> nn.Module:
@@ -80,6 +86,8 @@ class ResNeXt(nn.Module):
         num_classes: size of the classifier.
         zero_init_last_bn: start each block's last BN gamma at 0 (block = identity at init).
         shortcut: False drops every shortcut (the paper's residual ablation).
+        init_mode: Kaiming normal mode of the convs, "fan_out" (torchvision, fb.resnet.torch) or "fan_in"
+            (NVIDIA DeepLearningExamples' default ``--conv_init``).
     """
 
     def __init__(
@@ -90,6 +98,7 @@ class ResNeXt(nn.Module):
         num_classes: int = 1000,
         zero_init_last_bn: bool = False,
         shortcut: bool = True,
+        init_mode: str = "fan_out",
     ) -> None:
         super().__init__()
         if depth not in STAGES:
@@ -108,7 +117,7 @@ class ResNeXt(nn.Module):
         in_ch = build_stages(self, 64, list(zip(STAGES[depth], PLANES, strict=True)), block)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_ch, num_classes)
-        init_weights(self, zero_init_last_bn)
+        init_weights(self, zero_init_last_bn, init_mode)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
