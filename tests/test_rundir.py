@@ -246,3 +246,43 @@ def test_second_ctrl_c_aborts_at_once():
     assert res.returncode == EXIT_INTERRUPTED
     assert res.stdout == "requested True\n"
     assert res.stderr == "error: interrupted twice: aborted without saving\n"
+
+
+@pytest.mark.parametrize("overrides, expect", [
+    (["data.pad=-3"], "data.pad=-3 must be >= 0"),
+    (["data.image_size=0"], "data.image_size=0 must be >= 1"),
+    (["data=cifar10", "data.root=/nonexistent", "data.image_size=0"], "data.image_size=0 must be >= 1"),
+    (["data.eval_batch_size=-8"], "data.eval_batch_size=-8 must be >= 0"),
+    (["data.val_resize=0", "data.val_crop=0"], "data.val_resize=0 must be >= 1"),
+    (["trainer.accept_changes=[optim.lrr]"], "trainer.accept_changes names optim.lrr, not keys of the config"),
+    (["data=synthetic", "data.batch_size=1000000", "data.synthetic_size=224", "trainer.epochs=2"],
+     "batch of 1000000 per process at 224x224 does not fit in cpu memory"),
+])
+def test_rejected_values_write_nothing(tmp_path, overrides, expect):
+    d = tmp_path / "out" / "run"
+    res = train(d, *overrides)
+    assert res.returncode == 2, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and expect in res.stderr, res.stderr
+    assert not d.exists()  # no empty run directory left behind
+
+
+def test_unusable_run_directories_are_refused_before_hydra(tmp_path):
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    for run_dir, expect in (
+            (afile, f"{afile} is a file; give a folder for the run (it is created if missing)"),
+            (afile / "sub", f"{afile / 'sub'}: {afile} is a file, so the folder cannot be created")):
+        res = train(run_dir, *SHORT)
+        assert res.returncode == 2 and res.stderr.strip().splitlines() == [f"error: hydra.run.dir={expect}"]
+    assert afile.read_text() == "x"
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)]).returncode:
+        pytest.skip("a read-only mount needs root")
+    try:
+        res = train(ro, *SHORT)
+        assert res.returncode == 2 and "is not writable" in res.stderr and len(res.stderr.splitlines()) == 1
+        res = train(ro / "run", *SHORT)
+        assert res.returncode == 2 and f"cannot be created ({ro} is not writable)" in res.stderr
+    finally:
+        subprocess.run(["umount", str(ro)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import tempfile
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -106,11 +107,47 @@ def expand_sweeps(overrides: list[str]) -> list[list[str]]:
     return [list(c) for c in itertools.product(*options)]
 
 
-def precheck(argv: list[str]) -> None:
-    """Compose and validate what the command line asks for (each sweep point); exit 2 on a mistake.
+def run_dir_of(overrides: list[str]) -> Path:
+    """The run directory a single (non-multirun) command trains in: Hydra's ``hydra.run.dir``, resolved."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
-    Runs before Hydra starts, so a bad command writes nothing into any run directory.
-    """
+    register()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
+            return Path(str(cfg.hydra.run.dir))
+    except Exception as e:
+        raise ConfigError(explain(e, overrides)) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """ConfigError unless ``run_dir`` is, or can become, a writable folder (checked without creating it)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"hydra.run.dir={run_dir} is a file; give a folder for the run (it is created if missing)")
+    existing = run_dir
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"hydra.run.dir={run_dir}: {existing} is a file, so the folder cannot be created")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not writable" if existing == run_dir else f"cannot be created ({existing} is not writable)"
+        raise ConfigError(f"hydra.run.dir={run_dir} {what}; give a folder you can write to")
+    if existing == run_dir:  # root passes os.access on a read-only mount: try for real
+        try:
+            with tempfile.TemporaryFile(dir=run_dir):
+                pass
+        except OSError as e:
+            raise ConfigError(f"hydra.run.dir={run_dir} is not writable ({e.strerror}); "
+                              "give a folder you can write to") from None
+
+
+def precheck(argv: list[str]) -> None:
+    """Compose and validate what the command line asks for (each sweep point) and check the run
+    directory; exit 2 on a mistake. Runs before Hydra starts, so a bad command writes nothing anywhere."""
     import torch
 
     overrides = [a for a in argv if not a.startswith("-")]
@@ -119,5 +156,7 @@ def precheck(argv: list[str]) -> None:
         for combo in expand_sweeps(overrides):
             cfg = compose_config(combo)
             validate(cfg, world, torch.cuda.is_available())
+        if not any(a in ("-m", "--multirun") for a in argv):
+            check_run_dir(run_dir_of(overrides))
     except ConfigError as e:
         fail(str(e))

@@ -166,6 +166,14 @@ def check_model(m: DictConfig) -> None:
         raise ConfigError(f"model.{e}") from None
 
 
+ZERO_MEANS = {"data.pad": "no padding", "data.eval_batch_size": "data.batch_size", "data.workers": "in the "
+              "main process", "data.color_jitter": "off", "data.lighting": "off"}
+
+
+def _has(cfg: DictConfig, dotted: str) -> bool:
+    return OmegaConf.select(cfg, dotted, default="__absent__") != "__absent__"
+
+
 def validate(cfg: DictConfig, world_size: int = 1, cuda: bool = False) -> None:
     """Check the cross-field rules; raise ConfigError with one line naming the key and what is valid."""
     for key, choices in CHOICES.items():
@@ -176,10 +184,18 @@ def validate(cfg: DictConfig, world_size: int = 1, cuda: bool = False) -> None:
     if m.num_classes < 0:
         raise ConfigError(f"model.num_classes={m.num_classes} must be >= 1, or 0 to take the data set's count")
     check_model(m)
-    for key in ("data.batch_size",
-                "trainer.epochs", "optim.ref_batch", "trainer.eval_every", "trainer.log_every"):
+    for key in ("data.batch_size", "data.image_size", "data.val_resize", "data.val_crop", "data.synthetic_train",
+                "data.synthetic_val", "data.synthetic_size", "trainer.epochs", "optim.ref_batch",
+                "trainer.eval_every", "trainer.log_every"):
         if _get(cfg, key) < 1:
             raise ConfigError(f"{key}={_get(cfg, key)} must be >= 1")
+    for key in ("data.pad", "data.eval_batch_size", "data.workers", "data.color_jitter", "data.lighting"):
+        if _get(cfg, key) < 0:
+            raise ConfigError(f"{key}={_get(cfg, key)} must be >= 0 (0 = {ZERO_MEANS[key]})")
+    unknown = [k for k in t.accept_changes if not _has(cfg, k)]
+    if unknown:
+        raise ConfigError(f"trainer.accept_changes names {', '.join(unknown)}, not keys of the config "
+                          "(give dotted keys such as optim.lr)")
     if d.batch_size % world_size:
         raise ConfigError(f"data.batch_size={d.batch_size} is the global batch and must be divisible by "
                           f"the world size {world_size} (e.g. {world_size * max(1, d.batch_size // world_size)})")

@@ -138,6 +138,19 @@ def _lock(lock: RunLock, world: World) -> None:
         raise UserError(error or "rank 0 could not lock the run directory")
 
 
+def out_of_memory(e: BaseException, cfg: DictConfig, world: World) -> UserError | None:
+    """A failed allocation (CUDA OOM, or the CPU allocator's refusal) as one user-facing line, else None."""
+    text = str(e)
+    if not (isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in text
+            or "not enough memory" in text):
+        return None
+    d = cfg.data
+    size = d.synthetic_size if d.dataset == "synthetic" or d.backend == "synthetic" else d.image_size
+    first = text.strip().splitlines()[0][:160] if text.strip() else type(e).__name__
+    return UserError(f"batch of {d.batch_size // world.world_size} per process at {size}x{size} does not fit "
+                     f"in {world.device.type} memory ({first}); lower data.batch_size")
+
+
 def _remove_if_empty(run_dir: Path) -> None:
     """A rejected command leaves no empty run directory behind (Hydra creates it before main)."""
     with contextlib.suppress(OSError):
@@ -180,7 +193,10 @@ def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock) -> int:
         _lock(lock, world)
         saved = saved_config(run_dir)
         state = load_state(run_dir, world)
-        parts, opts = build_parts(cfg, world, run_dir, state)  # the model's own errors come first
+        try:
+            parts, opts = build_parts(cfg, world, run_dir, state)  # the model's own errors come first
+        except RuntimeError as e:
+            raise out_of_memory(e, cfg, world) or e from None
         diff = check_resume(saved, cfg, list(cfg.trainer.accept_changes)) if saved is not None else {}
         if state is not None and state["progress"]["epoch"] >= cfg.trainer.epochs:
             if world.is_main:
@@ -211,4 +227,11 @@ def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock) -> int:
             return trainer.run().exit_code
         except UserError as e:  # e.g. an unreadable file met mid-epoch
             log.error(f"error: {e}")
+            return EXIT_USER_ERROR
+        except RuntimeError as e:
+            oom = out_of_memory(e, cfg, world)
+            if oom is None:
+                raise
+            log.error(f"error: {oom}")
+            log.record("end", status="failed", reason="out_of_memory", step=trainer.state.global_step)
             return EXIT_USER_ERROR
