@@ -102,3 +102,31 @@ class PackedSource:
 
     def name(self, index: int) -> str:
         return self.names[index]
+
+
+def textured_folder(root: Path, sizes: list[tuple[int, int]], span=(0, 255), seed: int = 0) -> Path:
+    """One JPEG per (width, height) in train/c0 and val/c0, in that order: waves plus pixel noise, so every
+    resampling and rounding difference shows (smooth images would hide them). Values fill ``span``; the
+    full range saturates (many pixels at 0 and 255)."""
+    rng = np.random.default_rng(seed)
+    lo, hi = span
+    for i, (w, h) in enumerate(sizes):
+        x, y = np.linspace(0, 9, w)[None, :, None], np.linspace(0, 7, h)[:, None, None]
+        img = 127 + 70 * np.sin(3 * x + 2 * y + np.arange(3)) + rng.normal(0, 30, (h, w, 3))
+        img = (lo + img.clip(0, 255) * (hi - lo) / 255).round().astype(np.uint8)
+        for split in ("train", "val"):
+            d = root / split / "c0"
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(d / f"{i:03d}_{w}x{h}.JPEG", quality=90)
+    return root
+
+
+def photo_folder(root: Path, extra: Path) -> Path:
+    """Textured images of two sizes (make_fake's), so crops, flips and colors all show in the pixels."""
+    from resnext.data.tools import make_fake
+
+    make_fake(root, 2, 6, 6, (120, 90))
+    make_fake(extra, 1, 4, 1, (64, 96), seed=1)
+    for f in extra.rglob("*.JPEG"):  # portrait images in class n00000000 too
+        f.rename(root / f.relative_to(extra).parent / f"p_{f.name}")
+    return root

@@ -9,7 +9,6 @@ import time
 
 import pytest
 from imagenet_data_helpers import cfg, ids, index_folder, place
-
 from runs import PY, ROOT, env
 
 from resnext.data import build_loaders

@@ -9,6 +9,7 @@ import torch
 
 from ..errors import DataError
 from .base import Placement
+from .imagenet import interpolation
 from .imagenet_augment import AugConfig, draw, image_size, sample_seed
 from .imagenet_folder import MEAN, STD
 from .plan import ShardPlan
@@ -22,16 +23,30 @@ HOST_MEMORY_PADDING = 140544512
 PREALLOCATE_WIDTH, PREALLOCATE_HEIGHT = 5980, 6430
 
 
+def resized(w: int, h: int, size: int) -> tuple[int, int]:
+    """(width, height) after resizing the shorter side to ``size`` as torchvision does: the long side is
+    int(size * long / short), truncated. (DALI's resize_shorter rounds it: 451x300 -> 385 wide, not 384.)"""
+    short, long = min(w, h), max(w, h)
+    return (size, int(size * long / short)) if w <= h else (int(size * long / short), size)
+
+
+def center(n: int, crop: int) -> float:
+    """The crop_pos putting DALI's center crop of ``crop`` out of ``n`` where torchvision's starts:
+    round((n - crop) / 2) with Python's round half to even (DALI rounds a half up)."""
+    return round((n - crop) / 2) / (n - crop) if n > crop else 0.5
+
+
 class Source:
     """DALI external source: the next batch of encoded images and labels read from an ImageSource, and for
     training each sample's augmentation (crop box, mirror, jitter factors, lighting-shifted mean) from
-    imagenet_augment.
+    imagenet_augment; for evaluation each sample's resized size and center-crop position, as torchvision's.
 
     Reading the samples here (not in DALI's file reader) is what lets the crop box come from our
     generator: it needs the image size, which the JPEG header gives."""
 
     def __init__(self, images: ImageSource, cfg, batch: int, train: bool) -> None:
         self.images, self.aug, self.batch, self.train = images, AugConfig.of(cfg), batch, train
+        self.resize, self.crop = int(cfg.val_resize), int(cfg.val_crop)
         self.start([], [])
 
     def start(self, indices: list[int], positions: list[int], seed: int = 0, epoch: int = 0) -> None:
@@ -49,16 +64,15 @@ class Source:
         for k, i in enumerate(idx):  # read() raises a DataError naming a sample it cannot read
             encoded, labels[k] = self.images.read(i)
             data.append(np.frombuffer(encoded, dtype=np.uint8))
-        if not self.train:
-            return data, labels
+        sizes = [self._size(i, d) for i, d in zip(idx, data, strict=True)]
+        if not self.train:  # explicit sizes and crop positions: torchvision's rounding, not DALI's
+            out = np.array([resized(w, h, self.resize) for w, h in sizes], np.float32).reshape(-1, 2)
+            pos = np.array([[center(n, self.crop) for n in wh] for wh in out.tolist()], np.float32).reshape(-1, 2)
+            return data, labels, *(np.ascontiguousarray(a[:, i]) for a in (out, pos) for i in range(2))
         n = len(idx)
         box, mirror = np.empty((n, 4), np.float32), np.empty(n, np.int32)
         jitter, mean = np.empty((n, 3), np.float32), np.empty((n, 3), np.float32)
-        for k, (i, d) in enumerate(zip(idx, data, strict=True)):
-            try:
-                w, h = image_size(d)
-            except ValueError as e:
-                raise DataError(f"{self.images.name(i)}: {e}; {VERIFY_HINT}") from None
+        for k, (w, h) in enumerate(sizes):
             a = draw(sample_seed(self.seed, self.epoch, self.positions[lo + k]), w, h, self.aug)
             box[k] = (a.x, a.y, a.w, a.h)
             mirror[k] = a.flip  # lighting below: x + s - m = x - (m - s), a per-sample mean
@@ -66,6 +80,12 @@ class Source:
             mean[k] = [255 * (m - s) for m, s in zip(MEAN, a.shift, strict=True)]
         out = (data, labels, np.ascontiguousarray(box[:, :2]), np.ascontiguousarray(box[:, 2:]), mirror, mean)
         return out + tuple(np.ascontiguousarray(jitter[:, i]) for i in range(3)) if self.aug.color_jitter > 0 else out
+
+    def _size(self, i: int, data: np.ndarray) -> tuple[int, int]:
+        try:
+            return image_size(data)
+        except ValueError as e:
+            raise DataError(f"{self.images.name(i)}: {e}; {VERIFY_HINT}") from None
 
 
 def _jitter(images, brightness, contrast, saturation):
@@ -90,7 +110,8 @@ def _jitter(images, brightness, contrast, saturation):
 
 def _pipeline(source: Source, cfg, place: Placement, batch: int, gpu: bool):
     """Train: fused decode + crop of the given box, resize, optional jitter, mirror, normalize with the
-    lighting-shifted mean. Val: decode, resize the shorter side, center crop, normalize. ``gpu``: the
+    lighting-shifted mean. Val: decode, resize the shorter side, center crop, normalize (sizes and crop
+    positions from Source, so the pixels are torchvision's). Resizes use data.interpolation. ``gpu``: the
     mixed (nvJPEG) decoder and GPU operators on place.device; else DALI's CPU mode (device_id=None)."""
     from nvidia.dali import fn, pipeline_def, types
 
@@ -100,6 +121,7 @@ def _pipeline(source: Source, cfg, place: Placement, batch: int, gpu: bool):
     layout = "HWC" if place.channels_last else "CHW"
     dtype = types.FLOAT16 if place.dtype == torch.float16 else types.FLOAT
     std = [255 * s for s in STD]
+    interp = {"bilinear": types.INTERP_LINEAR, "bicubic": types.INTERP_CUBIC}[interpolation(cfg)]
 
     @pipeline_def(batch_size=batch, num_threads=max(1, cfg.workers), device_id=device_id, prefetch_queue_depth=2)
     def train():
@@ -110,8 +132,8 @@ def _pipeline(source: Source, cfg, place: Placement, batch: int, gpu: bool):
         images = fn.decoders.image_slice(jpegs, anchor, shape, axis_names="WH", normalized_anchor=False,
                                          normalized_shape=False, output_type=types.RGB, adjust_orientation=False,
                                          **decoder, **hints)
-        images = fn.resize(images, resize_x=cfg.image_size, resize_y=cfg.image_size,
-                           interp_type=types.INTERP_LINEAR, antialias=True)
+        images = fn.resize(images, resize_x=cfg.image_size, resize_y=cfg.image_size, interp_type=interp,
+                           antialias=True)
         if jitter:
             images = _jitter(images, *bcs)
         images = fn.crop_mirror_normalize(images, dtype=dtype, output_layout=layout, mean=mean, std=std,
@@ -120,13 +142,13 @@ def _pipeline(source: Source, cfg, place: Placement, batch: int, gpu: bool):
 
     @pipeline_def(batch_size=batch, num_threads=max(1, cfg.workers), device_id=device_id, prefetch_queue_depth=2)
     def val():
-        jpegs, labels = fn.external_source(source=source, num_outputs=2, batch=True)
+        jpegs, labels, width, height, pos_x, pos_y = fn.external_source(source=source, num_outputs=6, batch=True)
         # evaluation on the GPU: chroma upsampled as libjpeg-turbo (DALI's CPU mode, PIL) does it
         fancy = dict(jpeg_fancy_upsampling=True) if gpu else {}
         images = fn.decoders.image(jpegs, output_type=types.RGB, adjust_orientation=False, **decoder, **fancy)
-        images = fn.resize(images, resize_shorter=cfg.val_resize, interp_type=types.INTERP_LINEAR, antialias=True)
+        images = fn.resize(images, resize_x=width, resize_y=height, interp_type=interp, antialias=True)
         images = fn.crop_mirror_normalize(images, dtype=dtype, output_layout=layout, crop=(cfg.val_crop, cfg.val_crop),
-                                          mean=[255 * m for m in MEAN], std=std)
+                                          crop_pos_x=pos_x, crop_pos_y=pos_y, mean=[255 * m for m in MEAN], std=std)
         return images, labels.gpu() if gpu else labels
 
     return train() if source.train else val()

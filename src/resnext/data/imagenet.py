@@ -9,6 +9,10 @@ from .base import Loaders, Placement
 from .source import ImageSource
 
 BACKENDS = ("dali_gpu", "dali_cpu", "torch")
+# Resize filters every backend offers, for the training crop and the evaluation resize alike: PIL's and
+# DALI's antialiased triangle (bilinear) and Keys cubic, a = -0.5 (bicubic). fb.resnet.torch resizes with
+# bicubic (datasets/transforms.lua: Scale and RandomSizedCrop); torchvision's and NVIDIA's recipes with bilinear.
+INTERPOLATIONS = ("bilinear", "bicubic")
 
 
 def _have_dali() -> bool:
@@ -16,6 +20,15 @@ def _have_dali() -> bool:
         return importlib.util.find_spec("nvidia.dali") is not None
     except ModuleNotFoundError:  # no `nvidia` namespace package at all
         return False
+
+
+def interpolation(cfg) -> str:
+    """``cfg.interpolation`` (any case) as one of INTERPOLATIONS; DataError otherwise."""
+    name = str(getattr(cfg, "interpolation", "bilinear")).lower()
+    if name not in INTERPOLATIONS:
+        raise DataError(f"data.interpolation={cfg.interpolation!r} is not a resize filter; choose "
+                        f"{' or '.join(INTERPOLATIONS)}")
+    return name
 
 
 def pick_backend(backend: str, place: Placement) -> str:
@@ -47,6 +60,7 @@ def open_sources(cfg) -> tuple[ImageSource, ImageSource]:
 
 def build_imagenet(cfg, place: Placement) -> Loaders:
     """Loaders for an ImageNet-style data set: its sources, served by the chosen backend."""
+    interpolation(cfg)  # fail before scanning the folders
     train, val = open_sources(cfg)
     backend = pick_backend(cfg.backend, place)
     w = place.world_size

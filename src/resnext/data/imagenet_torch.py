@@ -15,6 +15,7 @@ from torchvision.transforms import functional as F
 
 from ..errors import DataError
 from .base import Placement
+from .imagenet import interpolation
 from .imagenet_augment import AugConfig, draw, sample_seed
 from .imagenet_folder import MEAN, STD
 from .plan import ShardPlan
@@ -54,19 +55,24 @@ def _stop_workers() -> None:
 # an exit finalizer of multiprocessing's: run by its exit hook before that terminates child processes
 multiprocessing.util.Finalize(None, _stop_workers, exitpriority=100)
 
+FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}  # PIL's, antialiased when shrinking
+
+
 class TrainTransform:
-    """Crop the drawn box and resize it to image_size (PIL's antialiased bilinear, as torchvision's
+    """Crop the drawn box and resize it to image_size (PIL's antialiased bilinear or bicubic, as torchvision's
     RandomResizedCrop), mirror, jitter brightness, contrast, saturation (torchvision's and fb.resnet.torch's
     definitions, in this fixed order where they shuffle it: DALI's pipeline does the same), PCA lighting,
     normalize. All parameters come from imagenet_augment.draw."""
 
     def __init__(self, cfg) -> None:
-        self.aug, self.size = AugConfig.of(cfg), int(cfg.image_size)
+        self.aug, self.size, self.filter = AugConfig.of(cfg), int(cfg.image_size), FILTERS[interpolation(cfg)]
         self.jitter, self.lighting = cfg.color_jitter > 0, cfg.lighting > 0
 
     def __call__(self, img: Image.Image, seed: int) -> torch.Tensor:
         a = draw(seed, img.width, img.height, self.aug)
-        img = img.resize((self.size, self.size), Image.BILINEAR, box=(a.x, a.y, a.x + a.w, a.y + a.h))
+        # crop, then resize (torchvision's resized_crop, DALI's slice + resize): resize(box=) would let the
+        # filter read pixels outside the box into the edge pixels
+        img = img.crop((a.x, a.y, a.x + a.w, a.y + a.h)).resize((self.size, self.size), self.filter)
         if a.flip:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         if self.jitter:
@@ -79,13 +85,14 @@ class TrainTransform:
 
 
 class ValTransform:
-    """Resize the shorter side to val_resize (antialiased bilinear), center crop val_crop, normalize."""
+    """Resize the shorter side to val_resize (antialiased bilinear or bicubic), center crop val_crop, normalize."""
 
     def __init__(self, cfg) -> None:
         self.resize, self.crop = int(cfg.val_resize), int(cfg.val_crop)
+        self.filter = F.InterpolationMode(interpolation(cfg))
 
     def __call__(self, img: Image.Image, seed: int = 0) -> torch.Tensor:
-        img = F.center_crop(F.resize(img, self.resize, F.InterpolationMode.BILINEAR, antialias=True), self.crop)
+        img = F.center_crop(F.resize(img, self.resize, self.filter, antialias=True), self.crop)
         return F.normalize(F.to_tensor(img), MEAN, STD)
 
 
