@@ -145,11 +145,19 @@ def check_run_dir(run_dir: Path) -> None:
                               "give a folder you can write to") from None
 
 
+#: Hydra's flags that print something and train nothing (``--cfg job``, ``--help``, ...): no precheck then.
+SHOW_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info", "-sc",
+              "--shell-completion")
+
+
 def precheck(argv: list[str]) -> None:
     """Compose and validate what the command line asks for (each sweep point) and check the run
-    directory; exit 2 on a mistake. Runs before Hydra starts, so a bad command writes nothing anywhere."""
+    directory; exit 2 on a mistake. Runs before Hydra starts, so a bad command writes nothing anywhere.
+    Skipped for Hydra's showing flags (``--cfg job``, ``--help``, ``--info``): they train nothing."""
     import torch
 
+    if any(a.split("=", 1)[0] in SHOW_FLAGS for a in argv):
+        return
     overrides = [a for a in argv if not a.startswith("-")]
     world = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
     try:
