@@ -21,7 +21,7 @@ CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 
 
 def make_run(run_dir: Path, *overrides: str, seed: int = 0, with_model_config: bool = True) -> torch.nn.Module:
-    """A run directory as training leaves it: resolved config.yaml and checkpoints/best.pt.
+    """A run directory as training leaves it: resolved config.yaml and checkpoints/last.pt (and best.pt).
 
     The config is composed from conf/ with ``overrides`` like a real run; the checkpoint holds a
     randomly initialized model (seeded) under "model" and, as the engine writes it, "model_config".
@@ -44,6 +44,7 @@ def make_run(run_dir: Path, *overrides: str, seed: int = 0, with_model_config: b
     state = {"model": model.state_dict(), "epoch": 3}
     if with_model_config:
         state["model_config"] = rec
+    torch.save(state, run_dir / "checkpoints" / "last.pt")
     torch.save(state, run_dir / "checkpoints" / "best.pt")
     return model
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -19,7 +20,7 @@ def evaluate(*args, nproc=1):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("eval") / "run"
-    res = train(d, "trainer.epochs=1", "trainer.max_steps_per_epoch=4")
+    res = train(d, "trainer.epochs=2", "trainer.max_steps_per_epoch=4")
     assert res.returncode == 0, res.stderr
     return d
 
@@ -36,8 +37,36 @@ def test_run_dir_evaluates_like_training_on_1_and_2_processes(run_dir):
         assert got["top5_err"] == pytest.approx(want["val_top5_err"], abs=1e-9)
 
 
+def scores(res) -> dict:
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_final_model_by_default_best_on_request(run_dir, tmp_path):
+    """A run directory means its final model (last.pt); best.pt only with --checkpoint best; a checkpoint
+    file inside a run directory brings that run's config.yaml (no recipe or data overrides given)."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    first, last = records(run, "epoch")
+    assert first["val_loss"] != last["val_loss"]
+    # best.pt made to hold epoch 1's model (last.prev.pt): whichever epoch training found best, the two differ
+    shutil.copy(run / "checkpoints" / "last.prev.pt", run / "checkpoints" / "best.pt")
+    for args, want, file in [([str(run)], last, "last.pt"), ([str(run), "--checkpoint", "best"], first, "best.pt"),
+                             ([str(run / "checkpoints" / "last.prev.pt")], first, "last.prev.pt"),
+                             ([str(run / "checkpoints" / "last.pt")], last, "last.pt")]:
+        got = scores(evaluate(*args))
+        assert got["weights"].endswith(file), args
+        assert (got["top1_err"], got["top5_err"]) == pytest.approx((want["val_top1_err"], want["val_top5_err"]),
+                                                                   abs=1e-9), args
+        assert got["loss"] == pytest.approx(want["val_loss"], rel=1e-6), args
+    (run / "checkpoints" / "best.pt").unlink()
+    res = evaluate(str(run), "--checkpoint", "best")
+    assert res.returncode == 2 and res.stderr.strip() == (
+        f"error: {run}: no checkpoints/best.pt in this run directory (it has checkpoints/last.pt: --checkpoint last)")
+
+
 def test_torchvision_layout_weights_file(run_dir, tmp_path):
-    sd = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)["model"]
+    sd = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
     torch.save({"module." + k: v for k, v in sd.items()}, tmp_path / "plain.pth")  # a DDP-saved state dict
     res = evaluate(str(tmp_path / "plain.pth"), *TINY)
     assert res.returncode == 0, res.stderr
@@ -48,7 +77,8 @@ def test_torchvision_layout_weights_file(run_dir, tmp_path):
 def test_bad_inputs_one_line(run_dir, tmp_path):
     for args, expect in [([str(tmp_path / "missing.pt")], "missing.pt: no such weights file or run directory"),
                          ([str(tmp_path)], "not a run directory"),
-                         ([str(run_dir), "data.val_crop=abc"], "val_crop")]:
+                         ([str(run_dir), "data.val_crop=abc"], "val_crop"),
+                         ([str(run_dir), "--checkpoint", "first"], "argument --checkpoint: invalid choice")]:
         res = evaluate(*args)
         assert res.returncode == 2, res.stderr
         lines = res.stderr.strip().splitlines()

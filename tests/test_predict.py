@@ -69,7 +69,7 @@ def test_run_dir_uses_its_transform_and_cifar_names(tmp_path, images, capsys):
     model = make_run(tmp_path / "run", *TINY_MODEL, "data=cifar10", f"data.root={tmp_path / 'cifar'}")
     predict.main([str(tmp_path / "run"), str(images[0]), str(images[2]), "--topk", "3"])
     out = capsys.readouterr().out
-    assert out.splitlines()[0] == "model: run (best.pt), 10 classes"
+    assert out.splitlines()[0] == "model: run (last.pt), 10 classes"  # the final model, not best.pt
     preds = parse_predictions(out)
     for image in (images[0], images[2]):
         top = preds[str(image)]
@@ -120,7 +120,8 @@ def test_bad_input_is_one_line(tmp_path, images, resnet50_file, capsys):
         err = capsys.readouterr().err
         assert exit_info.value.code == 2, argv
         assert expect in err and len(err.strip().splitlines()) == 1, (argv, err)
-    (tmp_path / "run" / "checkpoints" / "best.pt").unlink()
+    (tmp_path / "run" / "checkpoints" / "last.pt").unlink()
     res = tool("predict", run, img)  # as a user meets it: one line, exit code 2, no traceback
     assert res.returncode == 2 and res.stdout == ""
-    assert res.stderr.strip() == f"error: {run}: no checkpoints/best.pt or checkpoints/last.pt in this run directory"
+    assert res.stderr.strip() == (f"error: {run}: no checkpoints/last.pt in this run directory "
+                                  "(it has checkpoints/best.pt: --checkpoint best)")

@@ -108,7 +108,9 @@ def test_real_sweep_table_matches_metrics(sweep, tmp_path):
             "resnext29_cifar10_fig7", f"{'ResNet' if c == 1 else 'ResNeXt'}-29 ({c}x4d)", "finished")
         assert (row["paper_table"], row["paper_row"]) == ("Fig. 7", "ResNeXt-29, d = 64, cardinality swept")
         assert [row[k] for k in ("paper_top1", "paper_top5", "diff_top1", "diff_top5")] == ["", "", "", ""]
-        assert (num(row["best_top1"]), num(row["best_top5"])) == (best["val_top1_err"], best["val_top5_err"])
+        assert (num(row["best_epoch_top1"]), num(row["best_epoch_top5"])) == (best["val_top1_err"],
+                                                                             best["val_top5_err"])
+        assert row["best_epoch"] == str(best["epoch"] + 1)
         assert (num(row["final_top1"]), num(row["final_top5"])) == (epochs[-1]["val_top1_err"],
                                                                    epochs[-1]["val_top5_err"])
         assert (row["epochs_done"], row["epochs_planned"]) == ("2", "2")
@@ -151,9 +153,10 @@ def test_unfinished_and_odd_runs_are_shown(tmp_path, capsys):
     assert (x["status"], x["paper_table"], x["paper_row"], x["model"]) == (
         "preempted", "Table 3", "ResNeXt-50 32x4d", "ResNeXt-50 (32x4d)")
     assert (num(x["paper_top1"]), x["paper_top5"]) == (22.2, "")
-    assert (num(x["best_top1"]), num(x["best_top5"]), num(x["final_top1"]), num(x["final_top5"])) == (
+    assert (num(x["best_epoch_top1"]), num(x["best_epoch_top5"]), num(x["final_top1"]), num(x["final_top5"])) == (
         24.0, 7.0, 25.0, 7.5)
-    assert num(x["diff_top1"]) == pytest.approx(24.0 - 22.2) and x["diff_top5"] == ""
+    assert x["best_epoch"] == "2"  # the resumed epoch 1 (0-based) replaced the first one
+    assert x["diff_top1"] == x["diff_top5"] == ""  # preempted: not compared with the paper
     cx = measure(lambda: build_model(dict(arch="resnext", depth=50, cardinality=32, width=4, num_classes=1000,
                                           zero_init_last_bn=False, shortcut=True)), 224)
     assert (num(x["params_m"]), num(x["gflops"])) == (cx.params / 1e6, cx.gflops)
@@ -162,10 +165,10 @@ def test_unfinished_and_odd_runs_are_shown(tmp_path, capsys):
     assert num(x["images_per_s"]) == 1100  # median of the epochs kept: 1000, 1200 (resumed epoch 1), 1100
     assert (x["world_size"], x["precision"]) == ("8/16", "bf16")
     r = rows["resnet101_imagenet"]
-    assert (r["status"], num(r["best_top1"]), num(r["final_top5"]), r["epochs_done"]) == (
+    assert (r["status"], num(r["best_epoch_top1"]), num(r["final_top5"]), r["epochs_done"]) == (
         "running-or-stopped", 40.0, 15.0, "2")
     n = rows["resnet50_imagenet"]  # a config without a paper block and a run without metrics
-    assert (n["status"], n["paper_table"], n["paper_top1"], n["best_top1"], n["world_size"]) == (
+    assert (n["status"], n["paper_table"], n["paper_top1"], n["best_epoch_top1"], n["world_size"]) == (
         "no metrics", "", "", "", "")
     assert (n["epochs_done"], n["epochs_planned"], n["model"]) == ("", "3", "ResNet-50 (1x64d)")
     assert num(n["params_m"]) == pytest.approx(25.557032)  # measured even without metrics
@@ -178,11 +181,29 @@ def test_unfinished_and_odd_runs_are_shown(tmp_path, capsys):
     n = lines["resnet50_imagenet"]
     assert n.startswith("| resnet50_imagenet | resnet50_imagenet | ResNet-50 (1x64d) | no metrics | - | - | - | - |")
     assert n.endswith("| -/3 | - | - | - | - |")
-    assert "| 24.00 | 7.00 | 25.00 | 7.50 | +1.80 | - | 25.03 | 4.23 | 3/100 | 1:30:00 | 1100 | 8/16 | bf16 |" \
+    assert "| 22.20 | - | 25.00 | 7.50 | - | - | 2 | 24.00 | 7.00 | 25.03 | 4.23 | 3/100 | 1:30:00 | 1100 | 8/16 | bf16 |" \
         in lines["resnext50_32x4d_imagenet"]
     assert "None" not in md and "nan" not in md.lower()
     assert_png(tmp_path / "out" / "curves.png", TAB10)
     assert not (tmp_path / "out" / "fig7.png").exists()  # no CIFAR sweep here
+
+
+def test_paper_is_compared_with_the_final_model(tmp_path):
+    """A finished run whose best epoch is not its last: the headline and the paper difference are the final
+    model's; the best epoch is shown apart, labelled as chosen on the evaluation set."""
+    write_run(tmp_path / "x50", ["+recipe=resnext50_32x4d_imagenet", "trainer.epochs=3"], [
+        start(1.0), epoch(0, 24.0, 8.0), epoch(1, 22.5, 6.2), epoch(2, 22.9, 6.4), end(2.0, "finished", 22.5)])
+    assert main([str(tmp_path / "x50"), "--out", str(tmp_path / "out")]) == 0
+    (row,) = csv_rows(tmp_path / "out").values()
+    assert (num(row["final_top1"]), num(row["final_top5"])) == (22.9, 6.4)
+    assert num(row["diff_top1"]) == pytest.approx(22.9 - 22.2)  # final - paper, not best - paper
+    assert (row["best_epoch"], num(row["best_epoch_top1"]), num(row["best_epoch_top5"])) == ("2", 22.5, 6.2)
+    md = (tmp_path / "out" / "report.md").read_text()
+    header = [h.strip() for h in md.splitlines()[0].strip("|").split("|")]
+    assert header[header.index("final top-1"):header.index("final top-1") + 7] == [
+        "final top-1", "final top-5", "final - paper top-1", "final - paper top-5", "best epoch (chosen on val)",
+        "best-epoch top-1", "best-epoch top-5"]
+    assert "| 22.20 | - | 22.90 | 6.40 | +0.70 | - | 2 | 22.50 | 6.20 |" in md
 
 
 def test_cifar_sweep_families_and_fig7(tmp_path):

@@ -1,18 +1,22 @@
-"""`python -m resnext.evaluate CHECKPOINT_OR_RUN_DIR [overrides]`: top-1/top-5 error on the val split.
+"""`python -m resnext.evaluate RUN_DIR_OR_WEIGHTS [--checkpoint last|best] [overrides]`: val top-1/top-5 error.
 
     python -m resnext.evaluate outputs/resnext101_64x4d_imagenet data.val_resize=320 data.val_crop=320
+    python -m resnext.evaluate outputs/resnext50_32x4d_imagenet --checkpoint best
+    python -m resnext.evaluate outputs/resnext50_32x4d_imagenet/checkpoints/last.prev.pt
     python -m resnext.evaluate resnext50.pth +recipe=resnext50_32x4d_imagenet data.root=/data/imagenet
     torchrun --nproc_per_node=8 -m resnext.evaluate outputs/resnext50_32x4d_imagenet
 
-A run directory brings its config.yaml and checkpoints/best.pt (else last.pt); a weights file
-(ours, torchvision's or timm's layout) takes its model from +recipe=NAME or model.* overrides.
+A run directory brings its config.yaml and its final model, checkpoints/last.pt (--checkpoint best:
+best.pt, the epoch chosen on this very evaluation set, so an optimistic number). A file inside a run
+directory (RUN/checkpoints/X.pt) brings that run's config.yaml too. Another weights file (ours,
+torchvision's or timm's layout) takes its model from +recipe=NAME or model.* overrides.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
-from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
@@ -23,20 +27,28 @@ from .data import Placement, build_loaders
 from .engine.dist import init_world, shutdown
 from .engine.loop import evaluate
 from .engine.precision import resolve
-from .errors import EXIT_USER_ERROR, UserError, fail
-from .loading import instantiate, open_source, typed_config
+from .errors import OneLineParser, UserError, fail
+from .loading import CHECKPOINTS, instantiate, open_source, typed_config
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    ap = OneLineParser(prog="python -m resnext.evaluate", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("weights", help="run directory, or a weights file (ours, torchvision's or timm's layout)")
+    ap.add_argument("overrides", nargs="*", help="config overrides: key=value, +recipe=NAME")
+    ap.add_argument("--checkpoint", choices=CHECKPOINTS, default="last",
+                    help="a run directory's checkpoint: last (the final model, default) or best "
+                         "(the epoch with the lowest val error, chosen on this evaluation set)")
+    return ap.parse_intermixed_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip())
-        sys.exit(0 if argv else EXIT_USER_ERROR)
-    path, overrides = Path(argv[0]), argv[1:]
-    world = init_world("auto" if not any(o.startswith("trainer.device=") for o in overrides) else
-                       next(o.split("=", 1)[1] for o in overrides if o.startswith("trainer.device=")))
+    args = parse(sys.argv[1:] if argv is None else argv)
+    overrides = args.overrides
+    device = next((o.split("=", 1)[1] for o in overrides if o.startswith("trainer.device=")), "auto")
+    world = init_world(device)
     try:
-        src = open_source(path)
+        src = open_source(args.weights, args.checkpoint)
         cfg = typed_config(src.cfg, overrides) if src.cfg is not None else compose_config(overrides)
         weights = src.weights
         validate(cfg, world.world_size, torch.cuda.is_available())

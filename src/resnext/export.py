@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .errors import EXIT_CHECK_FAILED, OneLineParser, UserError, fail
-from .loading import load_model
+from .loading import CHECKPOINTS, load_model
 
 FORMATS = {"torchscript": ".ts", "onnx": ".onnx"}  # format -> file suffix
 EXPORT_BATCH, CHECK_BATCH = 2, 3  # exported with one batch size, checked with another
@@ -91,6 +91,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("weights", help="run directory, or a weights file (ours, torchvision's or timm's layout)")
     ap.add_argument("--format", required=True, help=f"{' or '.join(FORMATS)}")
     ap.add_argument("--arch", default=None, help="model name for a plain state dict (default resnext50_32x4d)")
+    ap.add_argument("--checkpoint", choices=CHECKPOINTS, default="last",
+                    help="a run directory's checkpoint: last (the final model, default) or best")
     ap.add_argument("--out", type=Path, default=None, help="output file (default: beside the weights)")
     ap.add_argument("--image-size", type=int, default=None,
                     help="side of the example input (default: the run's val_crop; 224, or 32 for CIFAR networks)")
@@ -111,7 +113,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        loaded = load_model(args.weights, args.arch)
+        loaded = load_model(args.weights, args.arch, args.checkpoint)
     except UserError as e:
         fail(str(e))
     out = args.out or default_out(Path(args.weights), args.format, args.fp16)

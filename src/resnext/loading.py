@@ -37,11 +37,11 @@ class Preprocessing:
 class Source:
     """What a run directory or a weights file holds, read but not yet built into a model."""
 
-    weights: Path  # the file the weights come from (a run's checkpoints/best.pt, else last.pt)
+    weights: Path  # the file the weights come from (a run's checkpoints/last.pt unless told otherwise)
     state_dict: dict[str, torch.Tensor]  # the weights, wrapper prefixes stripped
     stored: dict[str, Any] | None  # the architecture our checkpoints store (model_config); None in others
-    cfg: DictConfig | None  # the run's config.yaml as written; None for a weights file
-    what: str  # one-line description: "RUN (best.pt)" or "FILE"
+    cfg: DictConfig | None  # the run's config.yaml as written; None for a weights file outside a run
+    what: str  # one-line description: "RUN (last.pt)" or "FILE"
 
     @property
     def record(self) -> dict[str, Any] | None:
@@ -62,7 +62,7 @@ class Loaded:
     """A model with weights, in eval mode on the CPU, and what it came from."""
 
     model: nn.Module
-    what: str  # one-line description: "RUN (best.pt)" or "FILE as ARCH"
+    what: str  # one-line description: "RUN (last.pt)" or "FILE as ARCH"
     data: DictConfig | None  # the run's data config; None for a weights file
     family: Family  # the model's family (input size and normalisation of a weights file)
 
@@ -85,12 +85,30 @@ class Loaded:
         return Preprocessing(resize, size, *stats)
 
 
-def checkpoint_of(run_dir: Path) -> Path:
-    """checkpoints/best.pt of a run directory, else checkpoints/last.pt."""
-    for name in ("best.pt", "last.pt"):
-        if (run_dir / "checkpoints" / name).is_file():
-            return run_dir / "checkpoints" / name
-    raise CheckpointError(f"{run_dir}: no checkpoints/best.pt or checkpoints/last.pt in this run directory")
+#: Which checkpoint of a run directory a tool loads: "last" (the final model, what a finished run
+#: reports against the paper) unless "best" (the epoch with the lowest val top-1 error, i.e. chosen on
+#: the evaluation set itself) is asked for.
+CHECKPOINTS = ("last", "best")
+
+
+def checkpoint_of(run_dir: Path, which: str = "last") -> Path:
+    """checkpoints/last.pt (default) or checkpoints/best.pt of a run directory; CheckpointError if absent."""
+    if which not in CHECKPOINTS:
+        raise CheckpointError(f"checkpoint {which!r} is not valid; choose one of {', '.join(CHECKPOINTS)}")
+    path = run_dir / "checkpoints" / f"{which}.pt"
+    if not path.is_file():
+        others = [c for c in CHECKPOINTS if c != which and (run_dir / "checkpoints" / f"{c}.pt").is_file()]
+        hint = f" (it has checkpoints/{others[0]}.pt: --checkpoint {others[0]})" if others else ""
+        raise CheckpointError(f"{run_dir}: no checkpoints/{which}.pt in this run directory{hint}")
+    return path
+
+
+def run_dir_of(weights: Path) -> Path | None:
+    """The run directory a weights file lies in (RUN/checkpoints/FILE with RUN/config.yaml), else None."""
+    run = weights.parent.parent
+    if weights.parent.name == "checkpoints" and (run / "config.yaml").is_file():
+        return run
+    return None
 
 
 def run_config(run_dir: Path) -> DictConfig:
@@ -117,18 +135,22 @@ def typed_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     return typed
 
 
-def open_source(path: str | Path) -> Source:
-    """Read a run directory (config.yaml and checkpoints/best.pt, else last.pt) or a weights file."""
+def open_source(path: str | Path, checkpoint: str = "last") -> Source:
+    """Read a run directory (config.yaml and its ``checkpoint``: checkpoints/last.pt unless "best") or a
+    weights file; a file inside a run directory (RUN/checkpoints/X.pt) brings that run's config.yaml."""
     path = Path(path)
     cfg = None
     if path.is_dir():
         if not (path / "config.yaml").is_file():
             raise ConfigError(f"{path}: not a run directory (no config.yaml); give a run directory or a weights file")
         cfg = run_config(path)
-        weights = checkpoint_of(path)
+        weights = checkpoint_of(path, checkpoint)
         what = f"{path.name} ({weights.name})"
     elif path.is_file():
         weights, what = path, path.name
+        run = run_dir_of(path)
+        if run is not None:
+            cfg, what = run_config(run), f"{run.name} ({path.name})"
     else:
         raise CheckpointError(f"{path}: no such weights file or run directory")
     state = safe_load(weights)
@@ -153,14 +175,14 @@ def instantiate(spec: str | Mapping[str, Any], source: Source, hint: str = "", *
     return model.float().eval()
 
 
-def load_model(path: str | Path, arch: str | None = None) -> Loaded:
+def load_model(path: str | Path, arch: str | None = None, checkpoint: str = "last") -> Loaded:
     """The model a run directory or a weights file holds, its weights loaded strictly.
 
-    A run directory brings its config.yaml and checkpoints/best.pt (else last.pt). A weights file
-    (ours, torchvision's or timm's layout) uses the architecture stored in it (our checkpoints),
+    A run directory brings its config.yaml and checkpoints/last.pt (``checkpoint="best"``: best.pt). A
+    weights file (ours, torchvision's or timm's layout) uses the architecture stored in it (our checkpoints),
     else the variant ``arch`` (default resnext50_32x4d), with the class count of its classifier.
     """
-    src = open_source(path)
+    src = open_source(path, checkpoint)
     rec = src.record
     if rec:
         spec: str | dict = rec if rec.get("num_classes") else {**rec, "num_classes": src.classes}

@@ -6,7 +6,7 @@
 A weights file (ours, torchvision's or timm's layout) is preprocessed as the model cards say:
 bilinear resize of the shorter side to 256 (crop fraction 0.875), center crop 224, ImageNet
 mean/std (CIFAR networks: 32x32, CIFAR statistics). A run directory uses its own evaluation
-transform. 1000-class models print ImageNet class names (the metadata torchvision ships; nothing
+transform and its final model, checkpoints/last.pt (--checkpoint best: best.pt). 1000-class models print ImageNet class names (the metadata torchvision ships; nothing
 is downloaded); others print the class index, and the class name when the run's data names it.
 Output: one line per image, then one line per class: probability, class index, name.
 """
@@ -24,7 +24,7 @@ from torchvision import transforms as T
 from .data.cifar import LAYOUT as CIFAR_LAYOUT
 from .data.pickles import read_pickle
 from .errors import OneLineParser, UserError, fail
-from .loading import Loaded, Preprocessing, load_model
+from .loading import CHECKPOINTS, Loaded, Preprocessing, load_model
 
 CIFAR_META = {"cifar10": ("batches.meta", "label_names"), "cifar100": ("meta", "fine_label_names")}
 
@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("weights", help="run directory, or a weights file (ours, torchvision's or timm's layout)")
     ap.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
     ap.add_argument("--arch", default=None, help="model name for a plain state dict (default resnext50_32x4d)")
+    ap.add_argument("--checkpoint", choices=CHECKPOINTS, default="last",
+                    help="a run directory's checkpoint: last (the final model, default) or best")
     ap.add_argument("--topk", type=int, default=5, help="classes to print per image (default 5)")
     ap.add_argument("--image-size", type=int, default=None,
                     help="center-crop side (default: the run's val_crop; 224, or 32 for CIFAR networks)")
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.image_size is not None and args.image_size < 1:
         fail(f"--image-size {args.image_size}: must be at least 1")
     try:
-        loaded = load_model(args.weights, args.arch)
+        loaded = load_model(args.weights, args.arch, args.checkpoint)
         results = predict(loaded, args.images, args.topk, args.image_size)
         names = class_names(loaded)
     except UserError as e:
