@@ -7,6 +7,7 @@ import json
 import statistics
 import subprocess
 
+import matplotlib.axes
 import pytest
 from cifar_helpers import write_cifar10
 from omegaconf import OmegaConf
@@ -181,7 +182,7 @@ def test_unfinished_and_odd_runs_are_shown(tmp_path, capsys):
     n = lines["resnet50_imagenet"]
     assert n.startswith("| resnet50_imagenet | resnet50_imagenet | ResNet-50 (1x64d) | no metrics | - | - | - | - |")
     assert n.endswith("| -/3 | - | - | - | - |")
-    assert "| 22.20 | - | 25.00 | 7.50 | - | - | 2 | 24.00 | 7.00 | 25.03 | 4.23 | 3/100 | 1:30:00 | 1100 | 8/16 | bf16 |" \
+    assert "| 22.20 | - | 25.00 | 7.50 | 1 | - | - | 2 | 24.00 | 7.00 | 25.03 | 4.23 | 3/100 | 1:30:00 | 1100 | 8/16 | bf16 |" \
         in lines["resnext50_32x4d_imagenet"]
     assert "None" not in md and "nan" not in md.lower()
     assert_png(tmp_path / "out" / "curves.png", TAB10)
@@ -200,10 +201,10 @@ def test_paper_is_compared_with_the_final_model(tmp_path):
     assert (row["best_epoch"], num(row["best_epoch_top1"]), num(row["best_epoch_top5"])) == ("2", 22.5, 6.2)
     md = (tmp_path / "out" / "report.md").read_text()
     header = [h.strip() for h in md.splitlines()[0].strip("|").split("|")]
-    assert header[header.index("final top-1"):header.index("final top-1") + 7] == [
-        "final top-1", "final top-5", "final - paper top-1", "final - paper top-5", "best epoch (chosen on val)",
+    assert header[header.index("final top-1"):header.index("final top-1") + 8] == [
+        "final top-1", "final top-5", "n", "final - paper top-1", "final - paper top-5", "best epoch (chosen on val)",
         "best-epoch top-1", "best-epoch top-5"]
-    assert "| 22.20 | - | 22.90 | 6.40 | +0.70 | - | 2 | 22.50 | 6.20 |" in md
+    assert "| 22.20 | - | 22.90 | 6.40 | 1 | +0.70 | - | 2 | 22.50 | 6.20 |" in md
 
 
 def test_cifar_sweep_families_and_fig7(tmp_path):
@@ -228,6 +229,70 @@ def test_cifar_sweep_families_and_fig7(tmp_path):
     assert_png(tmp_path / "out" / "fig7.png", TAB10)
     assert main([str(m / "digits"), "--out", str(tmp_path / "out")]) == 0
     assert not (tmp_path / "out" / "fig7.png").exists()  # a stale figure is not left beside a new table
+
+
+@pytest.mark.slow
+def test_real_seed_sweep_one_run_dir_per_seed_grouped_in_the_table(tmp_path):
+    """`train.py -m ... trainer.seed=1,2,3` trains each seed in its own run directory; the report adds one row
+    for the three: mean final error, its standard error and n, computed from their metrics."""
+    sweep = tmp_path / "multirun"
+    cmd = [PY, str(ROOT / "train.py"), "-m", "+recipe=resnext29_demo_digits", "model.cardinality=2",
+           "model.width=2", "schedule.warmup_epochs=0", "trainer.epochs=1", "trainer.max_steps_per_epoch=3",
+           "trainer.progress=false", "trainer.seed=1,2,3", f"hydra.sweep.dir={sweep}"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env(), cwd=ROOT, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    dirs = sorted(p for p in sweep.iterdir() if (p / "config.yaml").is_file())
+    assert [d.name.rsplit(",", 1)[-1] for d in dirs] == ["trainer.seed=1", "trainer.seed=2", "trainer.seed=3"]
+    assert [OmegaConf.load(d / "config.yaml").trainer.seed for d in dirs] == [1, 2, 3]
+    finals = [records(d, "epoch")[-1] for d in dirs]
+    assert report_cli(sweep, "--out", tmp_path / "out").returncode == 0
+    rows = csv_rows(tmp_path / "out")
+    group = "resnext29_demo_digits [mean of seeds 1, 2, 3]"
+    assert list(rows) == [f"resnext29_demo_digits (seed={s})" for s in (1, 2, 3)] + [group]
+    for s, final in zip((1, 2, 3), finals, strict=True):
+        r = rows[f"resnext29_demo_digits (seed={s})"]
+        assert (num(r["final_top1"]), r["n"], r["seeds"], r["final_top1_se"]) == (final["val_top1_err"], "1", str(s), "")
+    g = rows[group]
+    for k in ("top1", "top5"):
+        values = [f[f"val_{k}_err"] for f in finals]
+        assert num(g[f"final_{k}"]) == pytest.approx(statistics.mean(values), abs=1e-12)
+        assert num(g[f"final_{k}_se"]) == pytest.approx(statistics.stdev(values) / 3 ** 0.5, abs=1e-12)
+    assert (g["n"], g["seeds"], g["status"], g["path"], g["best_epoch"]) == ("3", "1, 2, 3", "finished", str(sweep), "")
+    md = (tmp_path / "out" / "report.md").read_text()
+    top1 = [f["val_top1_err"] for f in finals]
+    se = statistics.stdev(top1) / 3 ** 0.5
+    assert f"| {group} | resnext29_demo_digits |" in md and f"| {statistics.mean(top1):.2f} ± {se:.2f} |" in md
+
+
+def test_seed_groups_rows_and_fig7_error_bars(tmp_path, monkeypatch):
+    m = tmp_path / "multirun"
+    for c, seed, err, done in [(1, 1, 4.6, True), (1, 2, 4.4, True), (1, 3, 4.2, True), (2, 1, 4.0, True),
+                               (2, 2, 3.6, False)]:
+        recs = [start(1.0), epoch(0, err + 1, 1.0), epoch(1, err, 0.5 + seed)] + ([end(2.0, "finished")] if done else [])
+        write_run(m / f"c{c}_s{seed}", [FIG7, f"model.cardinality={c}", f"trainer.seed={seed}"], recs)
+    write_run(m / "lone", [FIG7, "model.cardinality=4", "trainer.seed=5"], [epoch(0, 3.5, 1.0)])
+    bars = []
+    real = matplotlib.axes.Axes.errorbar
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar",
+                        lambda ax, x, y, yerr=None, **kw: bars.append((list(x), list(y), list(yerr))) or real(
+                            ax, x, y, yerr=yerr, **kw))
+    assert main([str(m), "--out", str(tmp_path / "out")]) == 0
+    rows = csv_rows(tmp_path / "out")
+    c1 = rows["resnext29_cifar10_fig7 (C=1) [mean of seeds 1, 2, 3]"]
+    assert (num(c1["final_top1"]), num(c1["final_top1_se"]), c1["n"], c1["status"]) == (
+        pytest.approx(4.4), pytest.approx(0.2 / 3 ** 0.5), "3", "finished")  # stdev of 4.6, 4.4, 4.2 is 0.2
+    assert (num(c1["final_top5"]), num(c1["final_top5_se"])) == (pytest.approx(2.5), pytest.approx(1 / 3 ** 0.5))
+    c2 = rows["resnext29_cifar10_fig7 (C=2) [mean of seeds 1, 2]"]
+    assert (num(c2["final_top1"]), num(c2["final_top1_se"]), c2["n"], c2["status"]) == (
+        pytest.approx(3.8), pytest.approx(0.2), "2", "1/2 finished")
+    assert not any("mean of seeds 5" in r for r in rows)  # one seed: no group row
+    order = list(rows)
+    assert order.index("resnext29_cifar10_fig7 (C=1) [mean of seeds 1, 2, 3]") == order.index(
+        "resnext29_cifar10_fig7 (C=1, seed=3)") + 1  # right after its last member
+    (xs, means, errs), = bars  # one family (C varies at d=64), its seeds averaged, one bar per model
+    assert means == pytest.approx([4.4, 3.8, 3.5]) and errs == pytest.approx([0.2 / 3 ** 0.5, 0.2, 0.0])
+    assert xs == sorted(xs) and len(set(xs)) == 3
+    assert_png(tmp_path / "out" / "fig7.png", TAB10[:1])
 
 
 def test_bad_input_one_line_exit_2(tmp_path):

@@ -4,13 +4,16 @@ Each RUN_DIR is a run directory (it holds config.yaml) or a folder of them (a Hy
 instance; run directories are looked for up to three levels below it). Writes to --out (default ./report):
 report.md and report.csv (one row per run, unfinished runs included), curves.png (train and val top-1 error
 per epoch, as the paper's Fig. 5) and, for a CIFAR sweep, fig7.png (test error against parameters, one curve
-per family, as Fig. 7). The paper's numbers come from each run's own `paper:` block; params and GFLOPs are
+per family, as Fig. 7, with standard-error bars where seeds repeat a model). The paper's numbers come from each run's own `paper:` block; params and GFLOPs are
 measured from the run's model config at its data.image_size. A value no run produced is "-" in report.md
 and an empty cell in report.csv, never a guess.
 
 The headline is the final model: "final" is a run's last evaluation, and "final - paper" is given for
 finished runs only. "best epoch" (the epoch with the lowest val top-1 error) is shown beside it, labelled
 as what it is: chosen on the evaluation set itself, so an optimistic number, not a test result.
+
+Runs that differ only by trainer.seed (a sweep such as `trainer.seed=1,2,3`) also get one row together,
+after their own: the mean final error, its standard error (sample std / sqrt(n)) and n.
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ SHORT = {"model.cardinality": "C", "model.width": "d", "data.batch_size": "batch
 #: report.csv's columns (report.md shows them too, epochs as done/planned and without the path).
 #: final_*: the run's last evaluation; diff_* = final - paper (finished runs only); best_epoch_*: the epoch
 #: with the lowest val top-1 error and its errors, chosen on the evaluation set.
+#: n: runs whose final errors the row holds (a seed group's mean); *_se: standard error of that mean.
 CSV_FIELDS = ["run", "path", "recipe", "model", "status", "paper_table", "paper_row", "paper_top1", "paper_top5",
-              "final_top1", "final_top5", "diff_top1", "diff_top5", "best_epoch", "best_epoch_top1",
+              "final_top1", "final_top5", "final_top1_se", "final_top5_se", "n", "seeds", "diff_top1",
+              "diff_top5", "best_epoch", "best_epoch_top1",
               "best_epoch_top5", "params_m", "gflops", "epochs_done", "epochs_planned", "wall_s", "images_per_s",
               "world_size", "precision"]
 
@@ -54,6 +59,7 @@ class Run:
     records: list[dict] = field(default_factory=list)  # its metrics.jsonl, in order
     has_metrics: bool = False  # metrics.jsonl exists and holds at least one record
     label: str = ""  # how tables and legends name the run (unique among the runs reported)
+    differs: dict[str, str] = field(default_factory=dict)  # the label's settings: key -> value
 
     def of(self, kind: str) -> list[dict]:
         return [r for r in self.records if r.get("kind") == kind]
@@ -149,6 +155,7 @@ def assign_labels(runs: list[Run]) -> None:
         flats = [flat_settings(r.cfg) for r in group]
         keys = sorted({k for f in flats for k in f if len({g.get(k) for g in flats}) > 1})
         for r, f in zip(group, flats, strict=True):
+            r.differs = {k: f.get(k, "-") for k in keys}
             diff = ", ".join(f"{SHORT.get(k, k.split('.')[-1])}={f.get(k, '-')}" for k in keys)
             r.label = f"{name} ({diff})" if diff else name
     labels = [r.label for r in runs]
@@ -230,6 +237,8 @@ def summarize(run: Run) -> dict:
         "status": state, "paper_table": run.get("paper.table"), "paper_row": run.get("paper.row"),
         "paper_top1": paper_top1, "paper_top5": paper_top5,
         "final_top1": final.get("val_top1_err"), "final_top5": final.get("val_top5_err"),
+        "final_top1_se": None, "final_top5_se": None, "n": 1 if final else None,
+        "seeds": None if run.get("trainer.seed") is None else str(run.get("trainer.seed")),
         "diff_top1": _minus(done.get("val_top1_err"), paper_top1),
         "diff_top5": _minus(done.get("val_top5_err"), paper_top5),
         "best_epoch": best["epoch"] + 1 if best else None,
@@ -254,6 +263,14 @@ def _col(key: str, fmt: str = "") -> Callable[[dict], str]:
     return text
 
 
+def _with_se(key: str) -> Callable[[dict], str]:
+    """A final error as text, with '± standard error' where the row is a seed group's mean."""
+    def text(row: dict) -> str:
+        se = row[f"{key}_se"]
+        return _col(key, ".2f")(row) + ("" if se is None else f" ± {se:.2f}")
+    return text
+
+
 def _duration(seconds: float) -> str:
     s = round(seconds)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
@@ -264,7 +281,7 @@ MD_COLUMNS: list[tuple[str, Callable[[dict], str]]] = [
     ("run", _col("run")), ("recipe", _col("recipe")), ("model", _col("model")), ("status", _col("status")),
     ("paper table", _col("paper_table")), ("paper row", _col("paper_row")),
     ("paper top-1", _col("paper_top1", ".2f")), ("paper top-5", _col("paper_top5", ".2f")),
-    ("final top-1", _col("final_top1", ".2f")), ("final top-5", _col("final_top5", ".2f")),
+    ("final top-1", _with_se("final_top1")), ("final top-5", _with_se("final_top5")), ("n", _col("n")),
     ("final - paper top-1", _col("diff_top1", "+.2f")), ("final - paper top-5", _col("diff_top5", "+.2f")),
     ("best epoch (chosen on val)", _col("best_epoch")), ("best-epoch top-1", _col("best_epoch_top1", ".2f")),
     ("best-epoch top-5", _col("best_epoch_top5", ".2f")),
@@ -297,12 +314,14 @@ def to_csv(rows: list[dict]) -> str:
 
 def write_report(runs: list[Run], out: Path) -> tuple[str, list[str]]:
     """Write the table and figures under ``out``; returns the Markdown table and the files written."""
+    from .report_groups import with_seed_groups
     from .report_plots import FIGURES
 
     rows = [summarize(r) for r in runs]
-    table = markdown(rows)
+    table_rows = with_seed_groups(runs, rows)
+    table = markdown(table_rows)
     (out / "report.md").write_text(table + "\n")
-    (out / "report.csv").write_text(to_csv(rows))
+    (out / "report.csv").write_text(to_csv(table_rows))
     written = ["report.md", "report.csv"]
     for filename, draw in FIGURES.items():
         target = out / filename

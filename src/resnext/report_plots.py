@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .report import Run, flat_settings  # noqa: E402
+from .report_groups import mean_se  # noqa: E402
 
 SIZE_PX = (900, 550)  # width, height of every figure in pixels
 DPI = 100
@@ -132,9 +132,20 @@ def families(runs: list[Run], rows: list[dict]) -> dict[str, list[tuple[float, f
     return out
 
 
+def curve(points: list[tuple[float, float, Run]]) -> tuple[list[float], list[float], list[float]]:
+    """A family's curve: at each parameter count (one model, its seeds repeating it) the mean error and its
+    standard error (0 for a single run)."""
+    by_x: dict[float, list[float]] = {}
+    for x, y, _ in points:
+        by_x.setdefault(x, []).append(y)
+    xs = sorted(by_x)
+    stats = [mean_se(by_x[x]) for x in xs]
+    return xs, [m for m, _ in stats], [se or 0.0 for _, se in stats]
+
+
 def fig7(runs: list[Run], rows: list[dict], out: Path) -> bool:
-    """Test error vs parameters, one curve per family (through the mean where seeds repeat a model);
-    hollow markers for runs not finished. False if the runs hold no CIFAR family."""
+    """Test error vs parameters, one curve per family through the mean where seeds repeat a model, with
+    standard-error bars there; hollow markers for runs not finished. False if the runs hold no CIFAR family."""
     fams = families(runs, rows)
     if not fams:
         return False
@@ -142,11 +153,9 @@ def fig7(runs: list[Run], rows: list[dict], out: Path) -> bool:
     fig, ax = _figure()
     for i, (name, points) in enumerate(fams.items()):
         color = _color(i, len(fams))
-        by_x: dict[float, list[float]] = {}
-        for x, y, _ in points:
-            by_x.setdefault(x, []).append(y)
-        xs = sorted(by_x)
-        ax.plot(xs, [statistics.mean(by_x[x]) for x in xs], "-", color=color, label=name)
+        xs, means, ses = curve(points)
+        ax.errorbar(xs, means, yerr=ses, fmt="-", color=color, ecolor=color, elinewidth=1.5, capsize=4,
+                    label=name)
         for x, y, run in points:
             done = status[id(run)] == "finished"
             ax.plot([x], [y], "o", color=color, markerfacecolor=color if done else "white", markersize=6)
@@ -155,7 +164,8 @@ def fig7(runs: list[Run], rows: list[dict], out: Path) -> bool:
                         xytext=(4, 4), fontsize=7, color=color)
     ax.set_xlabel("parameters (M)")
     ax.set_ylabel("test top-1 error (%), final epoch")
-    ax.set_title("CIFAR test error vs model size (as the paper's Fig. 7; hollow: run not finished)", fontsize=10)
+    ax.set_title("CIFAR test error vs model size (as the paper's Fig. 7): mean over seeds, bars: standard error; "
+                 "hollow: not finished", fontsize=9)
     ax.grid(alpha=0.3)
     _legend(fig, ax, len(fams))
     _save(fig, out)
