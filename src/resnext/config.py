@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import II, MISSING, DictConfig, OmegaConf
 
 from .errors import ConfigError
 from .models import FAMILIES, build_model, family_of
@@ -15,6 +16,41 @@ from .optim import NO_DECAY
 
 # The model node's keys are the selected family's: conf/model/<family>.yaml lists the family's dataclass
 # (resnext.models.FAMILIES[<family>].config, stored below as schema/model/<family>) in its defaults.
+
+EVAL_CROP_FRACTION = 0.875  # evaluation center crop / resized shorter side (224 of 256, the model cards')
+
+
+def eval_resize(image_size: int) -> int:
+    """The evaluation resize that goes with a crop size: round(size / 0.875) (256 for 224, 37 for 32)."""
+    return round(int(image_size) / EVAL_CROP_FRACTION)
+
+
+def cores_per_process() -> int:
+    """The CPU cores this process may use (its affinity) shared by the processes on this node
+    (torchrun's LOCAL_WORLD_SIZE, else 1); at least 1."""
+    return max(1, len(os.sched_getaffinity(0)) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
+
+
+def auto_workers() -> int:
+    """data.workers by default: a core of this process's share left to the training thread(s), the rest
+    (at most 8) to the loader; 0 (load in the main process) when the share is a single core."""
+    return min(8, cores_per_process() - 1)
+
+
+def threads_for(requested: int) -> int:
+    """trainer.threads resolved: the number asked for, else OMP_NUM_THREADS when set, else this process's cores."""
+    if requested > 0:
+        return requested
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    return int(omp) if omp.isdigit() and int(omp) > 0 else cores_per_process()
+
+
+# Derived defaults are interpolations (the data loaders and config.yaml see plain numbers): registered with
+# the schema, so every config made from it resolves them.
+if not OmegaConf.has_resolver("resnext.eval_resize"):
+    OmegaConf.register_new_resolver("resnext.eval_resize", eval_resize)
+if not OmegaConf.has_resolver("resnext.auto_workers"):
+    OmegaConf.register_new_resolver("resnext.auto_workers", auto_workers)
 
 
 @dataclass
@@ -25,8 +61,8 @@ class DataConfig:
     batch_size: int = 256  # global mini-batch over all ranks (split evenly between them)
     eval_batch_size: int = 0  # global batch for evaluation; 0 = same as batch_size
     image_size: int = 224  # side of the square training crop
-    val_resize: int = 256  # evaluation: resize the shorter side to this
-    val_crop: int = 224  # evaluation: center crop of this side
+    val_resize: int = II("resnext.eval_resize:${.image_size}")  # evaluation: shorter side resized to this; default round(image_size / 0.875)
+    val_crop: int = II(".image_size")  # evaluation: center crop of this side; default data.image_size
     interpolation: str = "bilinear"  # ImageNet resize filter, training crops and evaluation: bilinear | bicubic
     min_area: float = 0.08  # smallest crop area fraction of the scale augmentation
     min_aspect: float = 0.75  # smallest crop aspect ratio (the largest is its inverse)
@@ -34,7 +70,7 @@ class DataConfig:
     lighting: float = 0.1  # std of AlexNet-style PCA lighting noise; 0 = off
     pad: int = 4  # in-memory sets (CIFAR, digits): zero padding before the random crop
     flip: bool = True  # random horizontal flip (off for digits, whose mirror images are not digits)
-    workers: int = 4  # loader threads/processes per rank (DALI threads, DataLoader workers)
+    workers: int = II("resnext.auto_workers:")  # loader processes/threads per rank; default min(8, cores per process - 1); 0 = in the main process
     file_list: str | None = None  # optional "relative/path label" list instead of scanning train/
     synthetic_train: int = 1024  # synthetic data set: training samples
     synthetic_val: int = 256  # synthetic data set: validation samples
@@ -77,11 +113,14 @@ class TrainerConfig:
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
     log_every: int = 50  # steps between metrics.jsonl/TensorBoard step records (the only loss syncs)
     progress: bool = True  # tqdm progress bar on rank 0
+    threads: int = 0  # CPU threads per process (torch.set_num_threads); 0 = OMP_NUM_THREADS, else cores / processes
     checkpoint_every_minutes: float = 0.0  # also save last.pt this often inside an epoch; 0 = epoch ends only
     max_steps_per_epoch: int = 0  # cap on steps per epoch (quick runs, benchmarks); 0 = full epoch
     cudnn_benchmark: bool = True  # let cuDNN pick the fastest kernels (CUDA)
     fail_on_nonfinite: bool = True  # stop at the first non-finite loss (fp16 scale skips excepted)
     accept_changes: list[str] = field(default_factory=list)  # keys a resume may change from the saved config.yaml
+    accumulate: str = "1"  # micro-batches per optimizer step (gradient accumulation), or auto: see max_micro_batch
+    max_micro_batch: int = 0  # accumulate=auto: the fewest micro-batches of at most this many images per process
 
 
 @dataclass
@@ -174,6 +213,37 @@ def _has(cfg: DictConfig, dotted: str) -> bool:
     return OmegaConf.select(cfg, dotted, default="__absent__") != "__absent__"
 
 
+def micro_batches(cfg: DictConfig, world_size: int) -> int:
+    """Micro-batches per optimizer step (trainer.accumulate, auto resolved); ConfigError if the per-process
+    batch does not split into them, or a micro-batch not into model.bn_batch groups."""
+    t, per_rank = cfg.trainer, cfg.data.batch_size // max(world_size, 1)
+    bn = int(cfg.model.get("bn_batch", 0) or 0)
+    if bn < 0:
+        raise ConfigError(f"model.bn_batch={bn} must be >= 0 (0 = each process's batch)")
+    raw = str(t.accumulate).strip().lower()
+    if raw == "auto":
+        if t.max_micro_batch < 1:
+            raise ConfigError("trainer.accumulate=auto needs trainer.max_micro_batch >= 1 (images per micro-batch)")
+        fits = [k for k in range(1, per_rank + 1) if per_rank % k == 0 and per_rank // k <= t.max_micro_batch
+                and (not bn or (per_rank // k) % bn == 0 or per_rank // k < bn)]
+        if not fits:
+            raise ConfigError(f"no micro-batch of at most trainer.max_micro_batch={t.max_micro_batch} images "
+                              f"divides the per-process batch {per_rank} (and model.bn_batch={bn})")
+        k = fits[0]
+    elif raw.isdigit() and int(raw) >= 1:
+        k = int(raw)
+    else:
+        raise ConfigError(f"trainer.accumulate={t.accumulate!r} is not valid; give a count >= 1 or auto")
+    if per_rank % k:
+        raise ConfigError(f"trainer.accumulate={k} does not divide the per-process batch {per_rank} "
+                          f"(data.batch_size={cfg.data.batch_size} over {world_size} process(es))")
+    micro = per_rank // k
+    if bn and micro > bn and micro % bn:
+        raise ConfigError(f"model.bn_batch={bn} does not divide the micro-batch of {micro} images; choose a "
+                          f"divisor of {micro} or another trainer.accumulate")
+    return k
+
+
 def validate(cfg: DictConfig, world_size: int = 1, cuda: bool = False) -> None:
     """Check the cross-field rules; raise ConfigError with one line naming the key and what is valid."""
     for key, choices in CHOICES.items():
@@ -192,6 +262,10 @@ def validate(cfg: DictConfig, world_size: int = 1, cuda: bool = False) -> None:
     for key in ("data.pad", "data.eval_batch_size", "data.workers", "data.color_jitter", "data.lighting"):
         if _get(cfg, key) < 0:
             raise ConfigError(f"{key}={_get(cfg, key)} must be >= 0 (0 = {ZERO_MEANS[key]})")
+    micro_batches(cfg, world_size)  # raises ConfigError when the batch does not split
+    if m.get("bn_batch", 0) and t.sync_bn:
+        raise ConfigError("model.bn_batch and trainer.sync_bn exclude each other: ghost BN fixes the images per "
+                          "statistic, SyncBatchNorm spreads one statistic over all ranks")
     unknown = [k for k in t.accept_changes if not _has(cfg, k)]
     if unknown:
         raise ConfigError(f"trainer.accept_changes names {', '.join(unknown)}, not keys of the config "
@@ -247,3 +321,6 @@ def validate(cfg: DictConfig, world_size: int = 1, cuda: bool = False) -> None:
     if s.granularity == "epoch" and s.warmup_epochs != int(s.warmup_epochs):
         raise ConfigError(f"schedule.warmup_epochs={s.warmup_epochs} must be a whole number of epochs "
                           "with schedule.granularity=epoch")
+    if t.threads < 0:
+        raise ConfigError(f"trainer.threads={t.threads} must be >= 0 (0 = OMP_NUM_THREADS if set, else this "
+                          "process's share of the cores)")

@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from .config import validate
+from .config import micro_batches, threads_for, validate
 from .data import Placement, build_loaders
 from .engine import checkpoint as ckpt
 from .engine.dist import World, all_reduce_max, init_world, shutdown
@@ -22,6 +22,7 @@ from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, CheckpointError,
 from .models import build_model
 from .models import resolve as resolve_model
 from .models.complexity import measure
+from .models.ghost_bn import convert_ghost_bn
 from .optim import build_optimizer
 from .schedule import Schedule
 
@@ -30,6 +31,7 @@ def model_record(cfg: DictConfig, num_classes: int) -> dict:
     """The architecture as stored in checkpoints (a resume into another architecture is refused)."""
     rec = OmegaConf.to_container(cfg.model, resolve=True)
     rec.pop("init_from", None)
+    rec.pop("bn_batch", None)  # how BN statistics are grouped in training: not the architecture
     rec["num_classes"] = num_classes
     return rec
 
@@ -98,6 +100,8 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
     if state is not None and not same_model(state.get("model_config"), rec):
         raise CheckpointError(f"{run_dir / 'checkpoints'}: checkpoint is for model {state.get('model_config')}, "
                               f"this run builds {rec}; use another run directory (hydra.run.dir=...)")
+    if cfg.model.get("bn_batch", 0):
+        model = convert_ghost_bn(model, int(cfg.model.bn_batch))
     if t.sync_bn and world.distributed:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer(cfg.optim, model, cfg.data.batch_size)
@@ -113,7 +117,8 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
     opts = FitOptions(
         epochs=t.epochs, eval_every=t.eval_every, log_every=t.log_every,
         checkpoint_every_minutes=t.checkpoint_every_minutes, label_smoothing=cfg.optim.label_smoothing,
-        fail_on_nonfinite=t.fail_on_nonfinite, hparams=flat_hparams(cfg), model_config=rec)
+        fail_on_nonfinite=t.fail_on_nonfinite, hparams=flat_hparams(cfg), model_config=rec,
+        micro_batches=micro_batches(cfg, world.world_size))
     return Parts(wrapped, model, loaders, optimizer, schedule, precision), opts
 
 
@@ -157,6 +162,15 @@ def _remove_if_empty(run_dir: Path) -> None:
         run_dir.rmdir()  # only succeeds on an empty directory
 
 
+def batching(cfg: DictConfig, trainer: Trainer, world: World) -> str:
+    """How a global batch is split: "batch 256 = 1 x 8 x 32, BN over 32 images"."""
+    k = trainer.o.micro_batches
+    micro = cfg.data.batch_size // world.world_size // k
+    bn = int(cfg.model.get("bn_batch", 0) or 0) or micro
+    return (f"batch {cfg.data.batch_size} = {world.world_size} process(es) x {k} micro-batch(es) x {micro}, "
+            f"BN over {min(bn, micro)} images")
+
+
 def start_line(cfg: DictConfig, trainer: Trainer, world: World, run_dir: Path, diff: dict) -> None:
     """The start record and console line (rank 0)."""
     s, p, log = trainer.state, trainer.precision, trainer.log
@@ -167,7 +181,16 @@ def start_line(cfg: DictConfig, trainer: Trainer, world: World, run_dir: Path, d
     where = f"resuming at epoch {s.epoch + 1}, step {s.global_step}" if trainer.resumed else "starting"
     log.print(f"{cfg.name}: {where}; {cx.params / 1e6:.2f}M params, {cx.gflops:.2f} GFLOPs, "
               f"{world.world_size} x {world.device.type}, {p.name}"
-              f"{', channels_last' if p.channels_last else ''}; run dir {run_dir}")
+              f"{', channels_last' if p.channels_last else ''}; {batching(cfg, trainer, world)}; run dir {run_dir}")
+    if trainer.written_by != world.world_size:
+        log.print(f"  world size changed from {trainer.written_by} to {world.world_size} processes: the global "
+                  f"batch, data order and augmentation go on unchanged ({trainer.o.micro_batches} micro-batch(es) "
+                  "per step); per-process random streams (dropout) start afresh")
+    d = cfg.data
+    sizes = (f"{d.image_size} px training crops, evaluation: shorter side {d.val_resize}, center {d.val_crop} px"
+             if d.dataset == "imagenet" and d.backend != "synthetic" else f"{d.image_size} px")
+    log.print(f"  data: {d.dataset}, {trainer.o.model_config['num_classes']} classes, {sizes}; "
+              f"{torch.get_num_threads()} CPU thread(s) and {d.workers} loader worker(s) per process")
     for key, (was, now) in diff.items():
         log.print(f"  changed since the last start: {key}: {was!r} -> {now!r}")
 
@@ -175,6 +198,7 @@ def start_line(cfg: DictConfig, trainer: Trainer, world: World, run_dir: Path, d
 def run(cfg: DictConfig, run_dir: Path) -> int:
     """Validate, lock, check a resume's settings, build, train; returns the exit code."""
     world = init_world(cfg.trainer.device)
+    torch.set_num_threads(threads_for(cfg.trainer.threads))  # before any work: intra-op threads of this process
     lock = RunLock(run_dir)
     try:
         return _run(cfg, run_dir, world, lock)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import signal
@@ -56,6 +57,7 @@ class FitOptions:
     fail_on_nonfinite: bool = True  # stop at the first non-finite loss
     hparams: dict = field(default_factory=dict)  # flattened run settings for TensorBoard HParams
     model_config: dict = field(default_factory=dict)  # architecture record kept in checkpoints
+    micro_batches: int = 1  # gradient accumulation: the per-process batch is split into this many
     reset_optimizer: bool = False  # a resume takes lr/momentum/decay from the config, not the checkpoint
 
 
@@ -115,13 +117,27 @@ class StopFlag:
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
-               scaler: torch.amp.GradScaler, precision: Precision, criterion: nn.Module):
-    """One optimizer step in the one precision path; returns (loss, logits) still on the device."""
-    with precision.autocast():
-        logits = model(x)
-        loss = criterion(logits.float(), y)
+               scaler: torch.amp.GradScaler, precision: Precision, criterion: nn.Module, micro: int = 1):
+    """One optimizer step in the one precision path, over ``micro`` micro-batches of the batch (gradient
+    accumulation: DDP all-reduces on the last only); returns (loss, logits) of the batch, on the device."""
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    if micro == 1:
+        with precision.autocast():
+            logits = model(x)
+            loss = criterion(logits.float(), y)
+        scaler.scale(loss).backward()
+    else:
+        losses, outs = [], []
+        for i, (xi, yi) in enumerate(zip(x.chunk(micro), y.chunk(micro), strict=True)):
+            last = i == micro - 1
+            with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+                with precision.autocast():
+                    out = model(xi)
+                    part = criterion(out.float(), yi)
+                scaler.scale(part / micro).backward()  # the mean over the batch, as one step would take it
+            losses.append(part.detach())
+            outs.append(out.detach())
+        loss, logits = torch.stack(losses).mean(), torch.cat(outs)
     scaler.step(optimizer)  # fp16: skips the update when gradients overflowed (not a failure)
     scaler.update()
     return loss, logits
@@ -174,6 +190,7 @@ class Trainer:
         # CPU: a sync every step costs nothing; GPU: only at logging intervals, keeping the GPU fed
         self.sync_every = 1 if world.device.type == "cpu" else opts.log_every
         self.resumed = resume is not None  # this start continues a checkpoint
+        self.written_by = world.world_size  # processes of the start that wrote the checkpoint resumed from
         if resume is not None:
             self._restore(resume)
 
@@ -189,10 +206,13 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.state = Progress(**state["progress"])
         per_rank = state["per_rank"]
+        self.written_by = len(per_rank)
         if len(per_rank) == self.world.world_size:  # same world: each rank continues its own streams
             mine = per_rank[self.world.rank]
             ckpt.set_rng_state(mine["rng"], self.world.device)
             self.meter.load(mine["meter"])
+        elif self.world.is_main:  # another world size: the epoch's training sums so far go to rank 0
+            self.meter.load(torch.stack([r["meter"] for r in per_rank]).sum(0))
         self.step_dev.fill_(self.state.global_step)
 
     def save(self, best: bool = False) -> None:
@@ -264,7 +284,8 @@ class Trainer:
             factor = self.schedule.factor(s.global_step)
             for g, base in zip(self.opt.param_groups, base_lrs, strict=True):
                 g["lr"] = base * factor
-            loss, logits = train_step(self.model, x, y, self.opt, self.scaler, self.precision, self.criterion)
+            loss, logits = train_step(self.model, x, y, self.opt, self.scaler, self.precision, self.criterion,
+                                      self.o.micro_batches)
             self.meter.update(loss, logits, y)
             self.step_dev += 1
             self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss), self.step_dev, self.first_bad)

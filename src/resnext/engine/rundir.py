@@ -18,7 +18,8 @@ CONFIG = "config.yaml"
 WHERE_AND_HOW = (
     "name", "data.root", "data.workers", "data.backend", "data.eval_batch_size", "trainer.device",
     "trainer.progress", "trainer.log_every", "trainer.checkpoint_every_minutes", "trainer.cudnn_benchmark",
-    "trainer.compile", "trainer.threads", "trainer.accept_changes", "model.init_from",
+    "trainer.compile", "trainer.threads", "trainer.accept_changes", "model.init_from", "trainer.accumulate",
+    "trainer.max_micro_batch",
 )
 GROWS = ("trainer.epochs",)  # may grow on a resume: "extend the run"
 

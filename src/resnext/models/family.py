@@ -16,6 +16,7 @@ class ModelConfig:
     arch: str = ""  # the family, named as in resnext.models.FAMILIES (conf/model/<arch>.yaml selects it)
     num_classes: int = 1000  # classifier outputs; must equal the data set's class count; 0 = from the data
     init_from: str | None = None  # weights file (ours, torchvision or timm layout) to start from
+    bn_batch: int = 0  # images per batch-norm statistic in training (the paper's 32); 0 = each process's batch
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ CIFAR_INPUT = InputSpec(32, 1.0, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.26
 # these values; such a key is ignored. Any other key a family does not have is refused.
 FLAT_DEFAULTS = {"depth": 50, "cardinality": 32, "width": 4, "widen_factor": 10, "dropout": 0.0,
                  "zero_init_last_bn": False, "shortcut": True}
-NOT_ARGUMENTS = ("arch", "init_from")  # config keys the constructor does not take (init_from: the caller's)
+NOT_ARGUMENTS = ("arch", "init_from", "bn_batch")  # config keys the constructor does not take (the caller's)
 
 
 @dataclass(frozen=True)

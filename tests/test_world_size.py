@@ -1,0 +1,180 @@
+"""The paper's 8-GPU run on any number of processes: ghost BN, gradient accumulation, elastic resume."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from runs import ROOT, TINY, TORCHRUN, env, records, train, weights
+from torch import nn
+
+from resnext.compose import compose_config
+from resnext.config import micro_batches
+from resnext.engine.loop import train_step
+from resnext.engine.precision import Precision
+from resnext.errors import ConfigError
+from resnext.models.ghost_bn import GhostBatchNorm2d, convert_ghost_bn
+
+# no random augmentation: the in-memory loader's crop draws are per rank (see the closing note)
+SAME = ["data.pad=0", "data.batch_size=32", "trainer.eval_every=1", "optim.lr=0.02"]  # lr: a stable trajectory
+def params(run_dir, name="last.pt") -> dict[str, torch.Tensor]:
+    """The trained parameters (BN running statistics left out: DDP broadcasts rank 0's every step, while
+    one process updates them from every micro-batch; training never reads them)."""
+    return {k: v for k, v in weights(run_dir, name).items() if "running_" not in k and "num_batches" not in k}
+
+
+def test_ghost_bn_equals_bn_on_each_group():
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(6).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    ghost = convert_ghost_bn(copy.deepcopy(bn), 4)
+    assert isinstance(ghost, GhostBatchNorm2d) and ghost.state_dict().keys() == bn.state_dict().keys()
+    x = torch.randn(12, 6, 5, 3, dtype=torch.float64, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    y = ghost(x)
+    parts, copies = [], [copy.deepcopy(bn) for _ in range(3)]
+    for i, b in enumerate(copies):
+        parts.append(b(x2[4 * i:4 * (i + 1)]))
+    ref = torch.cat(parts)
+    assert torch.allclose(y, ref, atol=1e-12)
+    (y * torch.arange(y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
+    (ref * torch.arange(ref.numel(), dtype=ref.dtype).view_as(ref)).sum().backward()
+    assert torch.allclose(x.grad, x2.grad, atol=1e-10)
+    assert torch.allclose(ghost.weight.grad, sum(b.weight.grad for b in copies), atol=1e-10)
+    # running statistics: the mean of the groups' updates; evaluation is plain BN
+    assert torch.allclose(ghost.running_mean, torch.stack([b.running_mean for b in copies]).mean(0))
+    assert torch.allclose(ghost.running_var, torch.stack([b.running_var for b in copies]).mean(0))
+    ghost.eval()
+    bn.load_state_dict(ghost.state_dict())
+    bn.eval()
+    assert torch.equal(ghost(x.detach()), bn(x.detach()))
+
+
+def test_ghost_bn_keeps_channels_last_and_runs_under_autocast():
+    ghost = convert_ghost_bn(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)), 2)
+    ghost = ghost.to(memory_format=torch.channels_last)
+    x = torch.randn(8, 3, 9, 9).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = ghost(x)
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="does not split into BN groups of 2"):
+        ghost(torch.randn(7, 3, 9, 9))
+
+
+def test_accumulated_step_equals_one_step_with_the_same_bn_groups():
+    """Two micro-batches of 8 == one batch of 16 whose BN is computed over groups of 8."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 5))
+    ghost = convert_ghost_bn(copy.deepcopy(net), 8)
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 5, (16,))
+    prec = Precision("fp32", "cpu", False)
+    results = []
+    for model, micro in ((ghost, 1), (net, 2)):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+        loss, logits = train_step(model, x, y, opt, prec.scaler(), prec, nn.CrossEntropyLoss(), micro)
+        results.append((loss, logits, [p.detach().clone() for p in model.parameters()]))
+    (l1, o1, p1), (l2, o2, p2) = results
+    assert torch.allclose(l1, l2, atol=1e-6) and torch.allclose(o1, o2, atol=1e-5) and o2.shape == (16, 5)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(p1, p2, strict=True))
+
+
+@pytest.mark.parametrize("overrides, world, expect", [
+    (["trainer.accumulate=8"], 1, 8),
+    (["trainer.accumulate=auto", "trainer.max_micro_batch=32"], 1, 8),
+    (["trainer.accumulate=auto", "trainer.max_micro_batch=40"], 2, 4),
+    (["trainer.accumulate=auto", "trainer.max_micro_batch=256"], 1, 1),
+])
+def test_micro_batches(overrides, world, expect):
+    cfg = compose_config(["+recipe=resnext50_32x4d_imagenet", "data.root=/d", *overrides])
+    assert micro_batches(cfg, world) == expect
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["trainer.accumulate=3"], "trainer.accumulate=3 does not divide the per-process batch 256"),
+    (["trainer.accumulate=two"], "trainer.accumulate='two' is not valid"),
+    (["trainer.accumulate=auto"], "trainer.accumulate=auto needs trainer.max_micro_batch >= 1"),
+    (["trainer.accumulate=2", "model.bn_batch=48"], "model.bn_batch=48 does not divide the micro-batch of 128"),
+])
+def test_micro_batch_mistakes_are_one_line(overrides, message):
+    from resnext.config import validate
+
+    cfg = compose_config(["+recipe=resnext50_32x4d_imagenet", "data.root=/d", *overrides])
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        validate(cfg, 1, False)
+
+
+def test_one_process_with_accumulation_says_how_it_batches(tmp_path):
+    res = train(tmp_path / "r", *SAME, "trainer.epochs=1", "trainer.max_steps_per_epoch=1", "trainer.accumulate=2",
+                "model.bn_batch=16")
+    assert res.returncode == 0, res.stderr
+    assert "batch 32 = 1 process(es) x 2 micro-batch(es) x 16, BN over 16 images" in res.stdout
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_with_accumulation_or_ghost_bn(tmp_path):
+    """2 x 16 images (DDP) == 1 process x 2 micro-batches of 16 (bit for bit: the same sums in the same
+    order) ~= 1 process x 32 images with BN over groups of 16 (ghost BN's own float32 statistics: one step
+    is compared, since later steps amplify rounding); BN over all 32 is the control that must differ."""
+    run = [*SAME, "trainer.epochs=1", "trainer.max_steps_per_epoch=1"]
+    runs = {"ddp": ([], 2), "acc": (["trainer.accumulate=2"], 1), "ghost": (["model.bn_batch=16"], 1),
+            "plain": ([], 1)}
+    got = {}
+    for name, (extra, nproc) in runs.items():
+        res = train(tmp_path / name, *run, *extra, nproc=nproc)
+        assert res.returncode == 0, res.stderr
+        got[name] = params(tmp_path / name)
+    ref = got["ddp"]
+    assert all(torch.equal(got["acc"][k], ref[k]) for k in ref)
+    start = {k: v for k, v in params_at_init(tmp_path).items() if k in ref}
+    moved = max((ref[k] - start[k]).abs().max().item() for k in ref)
+    ghost = max((got["ghost"][k] - ref[k]).abs().max().item() for k in ref)
+    plain = max((got["plain"][k] - ref[k]).abs().max().item() for k in ref)
+    assert ghost < 1e-4 * moved < plain, (ghost, moved, plain)
+
+
+def params_at_init(tmp_path) -> dict[str, torch.Tensor]:
+    from resnext.models import build_model
+    from resnext.session import model_record
+
+    cfg = compose_config([*TINY, *SAME])
+    torch.manual_seed(cfg.trainer.seed)
+    return dict(build_model(model_record(cfg, 10)).state_dict())
+
+
+@pytest.mark.slow
+def test_stopped_on_two_processes_resumes_on_one(tmp_path):
+    run = [*SAME, "trainer.epochs=2", "trainer.max_steps_per_epoch=6"]
+    straight = train(tmp_path / "straight", *run, nproc=2)
+    assert straight.returncode == 0, straight.stderr
+    d = tmp_path / "moved"
+    cmd = [TORCHRUN, "--standalone", "--nproc_per_node=2", str(ROOT / "train.py"), *TINY,
+           f"hydra.run.dir={d}", *run]
+    proc = subprocess.Popen(cmd, env=env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    end = time.time() + 240
+    while time.time() < end and proc.poll() is None:
+        try:
+            if any(r.get("step", 0) >= 3 for r in records(d, "step")):
+                break
+        except (FileNotFoundError, ValueError):
+            pass
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.communicate(timeout=120)
+    saved = torch.load(d / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["world_size"] == 2 and 3 <= saved["progress"]["global_step"] < 12
+    resumed = train(d, *run, "trainer.accumulate=2")  # one process now
+    assert resumed.returncode == 0, resumed.stderr
+    assert "world size changed from 2 to 1 processes" in resumed.stdout
+    a, b = params(d), params(tmp_path / "straight")  # same sums in the same order: bit for bit
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    epochs = {r["epoch"]: r for r in records(d, "epoch")}
+    ref = {r["epoch"]: r for r in records(tmp_path / "straight", "epoch")}
+    assert abs(epochs[0]["train_loss"] - ref[0]["train_loss"]) < 1e-4  # the epoch's sums moved with the run
