@@ -42,6 +42,16 @@ def test_bench_train_torchvision_reference_same_loss(tmp_path):
     assert r["first_loss_ours"] == pytest.approx(r["first_loss_ref"], rel=1e-6)
 
 
+def test_bench_train_times_ghost_bn_against_plain_bn(tmp_path):
+    result, stdout = bench(tmp_path, "train", "--model", "resnext29_8x64d", "--classes", "10", "--batch", "4",
+                           "--precision", "fp32", "--memory-format", "channels_last", "--steps", "1",
+                           "--repeats", "1", "--device", "cpu", "--bn-batch", "2")
+    r = result["rows"][0]
+    assert r["ghost_images_per_s"] > 0
+    assert r["ghost_vs_plain"] == pytest.approx(r["ghost_images_per_s"] / r["ours_images_per_s"])
+    assert "ghost BN / plain BN" in stdout
+
+
 @pytest.mark.slow
 def test_bench_cifar_smoke(tmp_path):
     result, _ = bench(tmp_path, "cifar", "--images", "512", "--batch", "64", "--repeats", "1", "--workers", "1",

@@ -26,6 +26,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=10, help="steps per timed repeat")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--bn-batch", type=int, default=0,
+                   help="also time our engine with model.bn_batch=N (ghost BN) against plain BN at the same batch")
 
 
 def model_overrides(name: str, classes: int) -> list[str]:
@@ -41,8 +43,9 @@ def reference_model(name: str, classes: int) -> nn.Module:
     return reference(**args, num_classes=classes) if reference else build_model(name, num_classes=classes)
 
 
-def build_engine(args, name: str, precision: str, channels_last: bool, compiled: bool, device: str, size: int):
-    """Our Fit over synthetic data, exactly as train.py builds it."""
+def build_engine(args, name: str, precision: str, channels_last: bool, compiled: bool, device: str, size: int,
+                 bn_batch: int = 0):
+    """Our Trainer over synthetic data, exactly as train.py builds it."""
     from ..compose import compose_config
     from ..engine.dist import init_world
     from ..session import build
@@ -53,7 +56,7 @@ def build_engine(args, name: str, precision: str, channels_last: bool, compiled:
         f"trainer.precision={precision}", f"trainer.channels_last={str(channels_last).lower()}",
         f"trainer.compile={str(compiled).lower()}", "trainer.progress=false", f"trainer.log_every={args.steps}",
         f"trainer.device={device}", f"trainer.max_steps_per_epoch={args.steps}", "trainer.epochs=1000",
-        "schedule.milestones=[]"])
+        "schedule.milestones=[]", f"model.bn_batch={bn_batch}"])
     world = init_world(device)
     fit = build(cfg, world, Path(tempfile.mkdtemp(prefix="bench-")))
     return fit
@@ -102,12 +105,17 @@ def run_variant(args, precision: str, fmt: str, mode: str, device: str) -> dict:
                              fit.opt.param_groups[0]["lr"])
     stop = StopFlag()
 
-    def ours() -> int:
-        fit.state.step_in_epoch = 0
-        fit.train_epoch(stop)
-        return args.steps * args.batch
+    def epoch_of(trainer):
+        def go() -> int:
+            trainer.state.step_in_epoch = 0
+            trainer.train_epoch(stop)
+            return args.steps * args.batch
+        return go
 
-    res = interleaved({"ours": ours, "reference": ref_run}, dev, args.repeats)
+    timed = {"ours": epoch_of(fit), "reference": ref_run}
+    if args.bn_batch:
+        timed["ghost"] = epoch_of(build_engine(args, args.model, precision, cl, compiled, device, size, args.bn_batch))
+    res = interleaved(timed, dev, args.repeats)
     macs = measure(lambda: reference_model(args.model, args.classes), size).macs
     peak = peak_flops(dev, precision)
     row = {"model": args.model, "batch": args.batch, "size": size, "precision": precision, "format": fmt,
@@ -117,6 +125,9 @@ def run_variant(args, precision: str, fmt: str, mode: str, device: str) -> dict:
            "ref_step_ms": 1000 * res["reference"]["seconds"] / args.steps,
            "ratio": res["ours"]["images_per_s"] / res["reference"]["images_per_s"],
            "first_loss_ours": losses[0], "first_loss_ref": losses[1], "samples": res}
+    if args.bn_batch:
+        row["ghost_images_per_s"] = res["ghost"]["images_per_s"]
+        row["ghost_vs_plain"] = res["ghost"]["images_per_s"] / res["ours"]["images_per_s"]
     if peak:
         row["mfu"] = res["ours"]["images_per_s"] * macs * 3 * 2 / peak
     return row
@@ -124,7 +135,8 @@ def run_variant(args, precision: str, fmt: str, mode: str, device: str) -> dict:
 
 COLUMNS = [("model", "model", ""), ("batch", "batch", ""), ("precision", "precision", ""), ("format", "format", ""),
            ("mode", "mode", ""), ("ours_images_per_s", "ours img/s", ".1f"), ("ref_images_per_s", "reference img/s", ".1f"),
-           ("ratio", "ours / ref", ".3f"), ("ours_step_ms", "ours ms/step", ".1f"), ("mfu", "MFU", ".1%")]
+           ("ratio", "ours / ref", ".3f"), ("ours_step_ms", "ours ms/step", ".1f"), ("mfu", "MFU", ".1%"),
+           ("ghost_vs_plain", "ghost BN / plain BN", ".3f")]
 
 
 def run(args) -> dict:
