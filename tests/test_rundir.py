@@ -234,7 +234,7 @@ def test_signal_to_the_whole_process_group_saves(source, sig, nproc, folder, tmp
 def test_second_ctrl_c_aborts_at_once():
     """The trainer's handler: the first Ctrl-C asks for a save, the second ends the process at once."""
     code = ("import os, signal, time\n"
-            "from resnext.engine.loop import StopFlag\n"
+            "from resnext.engine.stop import StopFlag\n"
             "with StopFlag() as stop:\n"
             "    os.kill(os.getpid(), signal.SIGINT)\n"
             "    time.sleep(0.2)\n"

@@ -29,7 +29,7 @@ def _fit(overrides: list[str], steps: int):
 
 
 def run(args) -> dict:
-    from ..engine.loop import StopFlag
+    from ..engine.stop import StopFlag
 
     real, cfg = _fit(args.overrides, args.steps)
     n = cfg.data.batch_size * args.steps

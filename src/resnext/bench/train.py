@@ -90,7 +90,7 @@ def first_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def run_variant(args, precision: str, fmt: str, mode: str, device: str) -> dict:
-    from ..engine.loop import StopFlag
+    from ..engine.stop import StopFlag
 
     size = args.size or FAMILIES[VARIANTS[args.model].family].input.size
     cl, compiled = fmt == "channels_last", mode == "compile"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import os
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,13 +13,14 @@ import torch.distributed as dist
 from torch import nn
 
 from ..data.base import Loaders
-from ..errors import EXIT_INTERRUPTED, EXIT_NONFINITE, EXIT_OK, EXIT_REQUEUE, EXIT_SAVE_FAILED, SaveError
+from ..errors import EXIT_NONFINITE, EXIT_OK, EXIT_REQUEUE, EXIT_SAVE_FAILED, SaveError
 from ..schedule import Schedule
 from . import checkpoint as ckpt
 from .dist import World, all_reduce_max
 from .logging import RunLog
 from .metrics import Meter
 from .precision import Precision
+from .stop import StopFlag
 
 
 class Outcome(enum.Enum):
@@ -82,38 +81,6 @@ class Progress:
     global_step: int = 0  # optimizer steps done in the run
     best_top1: float | None = None  # best validation top-1 error so far (%), chosen on the evaluation set
     wall_time: float = 0.0  # training seconds over all starts
-
-
-class StopFlag:
-    """Set by SIGUSR1, SIGTERM or SIGINT (Ctrl-C) on this rank; ``agreed`` once every rank has seen a request.
-
-    A second Ctrl-C aborts at once, without saving (exit 130).
-    """
-
-    SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self) -> None:
-        self.requested = False  # a signal reached this process
-        self.agreed = False  # some rank had a request at the last agreement: all ranks stop there
-        self.interrupts = 0  # Ctrl-Cs seen
-        self._old: dict = {}
-
-    def _handle(self, signum, frame) -> None:
-        self.requested = True
-        if signum == signal.SIGINT:
-            self.interrupts += 1
-            if self.interrupts > 1:
-                os.write(2, b"error: interrupted twice: aborted without saving\n")
-                os._exit(EXIT_INTERRUPTED)
-
-    def __enter__(self) -> StopFlag:
-        for s in self.SIGNALS:
-            self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
