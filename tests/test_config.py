@@ -132,7 +132,7 @@ def test_step_schedule_exact_at_warmup_and_milestones():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["model=nope"], "model option 'nope' does not exist; valid model options: cifar_resnext, preresnet, resnext, wrn"),
+    (["model=nope"], "model option 'nope' does not exist; valid model options: cifar_resnext, preresnet, resnet, resnext, wrn"),
     (["data=foo"], "data option 'foo' does not exist; valid data options: cifar10, cifar100, digits, imagenet"),
     (["trainer.epochs=ten"], "trainer.epochs: Value 'ten' of type 'str' could not be converted to Integer"),
     (["optim.lr=[1"], "no viable alternative at input '[1'"),

@@ -27,8 +27,8 @@ def test_every_family_has_a_conf_node_and_builds_from_it():
         assert OmegaConf.get_type(cfg.model) is family.config and cfg.model.arch == name
         assert list(cfg.model) == family.keys()  # the node holds the family's keys, no other family's
         validate(cfg)
-        with torch.device("meta"):
-            model = build_model(cfg.model)
+        with torch.device("meta"):  # num_classes 0 = from the data set
+            model = build_model(cfg.model, num_classes=cfg.model.num_classes or 1000)
         assert isinstance(model, family.build) and count_params(model) > 0
         assert family.name(family.config()) and family.summary and family.input.size in (32, 224)
 
@@ -70,7 +70,7 @@ def test_unknown_names_and_keys_list_the_valid_ones():
     with pytest.raises(ValueError) as e:
         build_model("resnxt50_32x4d")
     msg = str(e.value)
-    assert msg.startswith("unknown model 'resnxt50_32x4d'; valid families: cifar_resnext, preresnet, resnext, wrn")
+    assert msg.startswith("unknown model 'resnxt50_32x4d'; valid families: cifar_resnext, preresnet, resnet, resnext, wrn")
     assert all(v in msg for v in VARIANTS)
     with pytest.raises(ValueError, match=r"^arch='nope' is not a model family or variant; valid families: "):
         build_model({"arch": "nope", "depth": 50})

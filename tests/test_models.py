@@ -25,6 +25,8 @@ from resnext.models.interop import export_torchvision, load_torchvision
 
 # torchvision parameter counts (PAPER.md), to the unit.
 TORCHVISION_COUNTS = {
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
     "resnet50": 25_557_032,
     "resnext50_32x4d": 25_028_904,
     "resnet101": 44_549_160,

@@ -1,4 +1,5 @@
-"""The newcomer's path: every key listed with its meaning, Hydra's showing flags without data.root."""
+"""The newcomer's path: every key listed with its meaning, Hydra's showing flags without data.root, the README's
+command for one's own ImageNet-layout folder (classes and evaluation sizes derived)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import dataclasses
 import subprocess
 
 import pytest
+import torch
 import yaml
-from runs import PY, ROOT, env
+from runs import PY, ROOT, env, records
 
 from resnext.config import Config
 from resnext.info import field_comments, key_rows
@@ -70,3 +72,71 @@ def test_a_bad_override_is_still_refused_before_hydra(tmp_path):
                          capture_output=True, text=True, env=env(), cwd=tmp_path, timeout=120)
     assert res.returncode == 2 and res.stderr.startswith("error: unknown key model.cardnality")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- your own images
+
+def readme_command(heading: str) -> list[str]:
+    """The train.py arguments of the first bash block under a README heading (continuation lines joined)."""
+    section = (ROOT / "README.md").read_text().split(f"### {heading}\n", 1)[1]
+    words = section.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ").split()
+    assert words[:2] == ["python", "train.py"], words
+    return words[2:]
+
+
+@pytest.fixture(scope="module")
+def own_folder(tmp_path_factory):
+    """A 10-class ImageNet-layout folder made by the data tool."""
+    root = tmp_path_factory.mktemp("own") / "folder"
+    subprocess.run([PY, "-m", "resnext.data", "make-fake", str(root), "--classes", "10", "--per-class", "4",
+                    "--val-per-class", "2", "--size", "48x40"], check=True, env=env(), capture_output=True)
+    return root
+
+
+def test_readme_own_folder_command_trains_with_the_folders_classes(own_folder, tmp_path):
+    tiny = {"data.image_size": "32", "data.batch_size": "8", "trainer.epochs": "1"}  # the command's own options
+    args = [a.replace("/my/folder", str(own_folder)) for a in readme_command("Train on your own images")]
+    assert {a.split("=", 1)[0] for a in args} >= set(tiny), args
+    args = [f"{a.split('=', 1)[0]}={tiny[a.split('=', 1)[0]]}" if a.split("=", 1)[0] in tiny else a for a in args]
+    res = subprocess.run([PY, str(ROOT / "train.py"), *args], capture_output=True, text=True, env=env(),
+                         cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr
+    run = tmp_path / "outputs" / "my_images"
+    assert "  data: imagenet, 10 classes, 32 px training crops, evaluation: shorter side 37, center 32 px" \
+        in res.stdout, res.stdout
+    saved = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    assert saved["model"]["fc.weight"].shape == (10, 512) and saved["model_config"]["arch"] == "resnet"
+    assert saved["model_config"]["depth"] == 18 and saved["model_config"]["num_classes"] == 10
+    [epoch] = records(run, "epoch")
+    assert epoch["step"] == 5 and epoch["val_top1_err"] is not None  # 40 images / 8
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert (config["data"]["val_resize"], config["data"]["val_crop"]) == (37, 32)  # written resolved
+
+
+def test_a_recipe_pinning_1000_classes_refuses_a_10_class_folder(own_folder, tmp_path):
+    res = subprocess.run([PY, str(ROOT / "train.py"), "+recipe=resnet50_imagenet", f"data.root={own_folder}",
+                          "data.batch_size=8", "trainer.device=cpu"], capture_output=True, text=True, env=env(),
+                         cwd=tmp_path, timeout=300)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "model.num_classes=1000 but the data set has 10 classes" in res.stderr
+
+
+@pytest.mark.parametrize("overrides, sizes", [
+    ([], (256, 224)), (["data.image_size=160"], (183, 160)), (["data.image_size=64", "data.val_crop=56"], (73, 56)),
+    (["data.val_resize=320", "data.val_crop=320"], (320, 320)), (["+recipe=resnext101_64x4d_320crop_imagenet"],
+                                                                 (320, 320)),
+    (["+recipe=resnext50_32x4d_imagenet"], (256, 224)), (["+recipe=resnext29_demo_digits"], (16, 16)),
+])
+def test_evaluation_sizes_follow_the_training_crop_unless_set(overrides, sizes):
+    from resnext.compose import compose_config
+
+    d = compose_config(overrides).data
+    assert (d.val_resize, d.val_crop) == sizes
+
+
+def test_family_defaults_take_the_class_count_from_the_data():
+    from resnext.compose import compose_config
+
+    for family in ("resnet", "resnext", "preresnet"):
+        assert compose_config([f"model={family}"]).model.num_classes == 0
+    assert compose_config(["+recipe=resnext50_32x4d_imagenet"]).model.num_classes == 1000

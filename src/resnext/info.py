@@ -96,7 +96,7 @@ def key_rows() -> list[tuple[str, str, str]]:
         if f.name != "model":
             rows += _rows(base[f.name], type(f.default_factory()), f"{f.name}.")
     for name, family in FAMILIES.items():
-        node = base.model if base.model.arch == name else compose_config([f"model={name}"]).model
+        node = compose_config([f"model={name}"]).model
         rows.append((f"model={name}", "", family.summary))
         rows += _rows(node, family.config, "model.")
     return rows

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 from torch import nn
 
+from .basic import ResNet, ResNetConfig, resnet_name, torchvision_basic_resnet
 from .blocks import Bottleneck, BottleneckA, BottleneckB
 from .cifar import (
     CifarResNeXt,
@@ -31,6 +32,9 @@ FAMILIES: dict[str, Family] = {
                   "Wide ResNet depth-k, pre-activation (Table 7's baseline)", CIFAR_INPUT),
     "preresnet": Family(PreResNet, PreResNetConfig, preresnet_name, "Pre-act ResNet",
                         "ImageNet pre-activation ResNet of fb.resnet.torch (Table 4's ResNet-200)", IMAGENET_INPUT),
+    "resnet": Family(ResNet, ResNetConfig, resnet_name, "ResNet",
+                     "ImageNet ResNet-18/34, basic blocks (torchvision's resnet18/34)", IMAGENET_INPUT,
+                     reference=torchvision_basic_resnet),
 }
 
 
@@ -47,6 +51,8 @@ def _x(depth: int, cardinality: int, width: int) -> Variant:
 
 #: Named variants (torch.hub entry points, --arch of the inference tools).
 VARIANTS: dict[str, Variant] = {
+    "resnet18": Variant("resnet", {"depth": 18}),
+    "resnet34": Variant("resnet", {"depth": 34}),
     "resnet50": _x(50, 1, 64),
     "resnet101": _x(101, 1, 64),
     "resnet152": _x(152, 1, 64),
@@ -132,6 +138,6 @@ def describe(spec: str | Mapping[str, Any]) -> str:
 
 __all__ = [
     "FAMILIES", "VARIANTS", "Bottleneck", "BottleneckA", "BottleneckB", "CifarResNeXt", "Family", "InputSpec",
-    "ModelConfig", "PreResNet", "ResNeXt", "Variant", "WideResNet", "build_model", "convert_form", "describe",
+    "ModelConfig", "PreResNet", "ResNet", "ResNeXt", "Variant", "WideResNet", "build_model", "convert_form", "describe",
     "family_of", "resolve",
 ]
