@@ -65,6 +65,41 @@ def test_final_model_by_default_best_on_request(run_dir, tmp_path):
         f"error: {run}: no checkpoints/best.pt in this run directory (it has checkpoints/last.pt: --checkpoint last)")
 
 
+@pytest.mark.slow
+def test_ten_crops_exact_over_ranks_and_as_torchvision_ten_crop(run_dir):
+    """--crops 10 counts each val image once on 1 and 2 processes, and scores as the softmax mean over
+    torchvision's ten_crop of each image (the digits loader delivers the whole 16x16 images; crops of 12)."""
+    import torchvision.transforms.functional as F
+
+    from resnext.data import Placement, build_loaders
+    from resnext.loading import load_model, run_config, typed_config
+
+    got = [scores(evaluate(str(run_dir), "--crops", "10", "data.val_crop=12", nproc=n)) for n in (1, 2)]
+    assert got[0]["crops"] == 10 and got[0]["samples"] == got[1]["samples"] == 359
+    assert (got[0]["top1_err"], got[0]["top5_err"]) == (got[1]["top1_err"], got[1]["top5_err"])
+    assert got[0]["loss"] == pytest.approx(got[1]["loss"], rel=1e-6)  # fp32 sums split differently
+    model = load_model(run_dir).model
+    cfg = typed_config(run_config(run_dir), [])
+    loaders = build_loaders(cfg.data, Placement(0, 1, torch.device("cpu"), torch.float32, False, 0), 10)
+    loaders.val.set_epoch(0)
+    hits1 = hits5 = n = 0
+    nll = 0.0
+    with torch.no_grad():
+        for x, y in loaders.val:
+            assert x.shape[-2:] == (16, 16)
+            for img, label in zip(x, y.tolist(), strict=True):
+                p = model(torch.stack(F.ten_crop(img, [12, 12]))).softmax(dim=1).mean(dim=0)
+                top = p.topk(5).indices.tolist()
+                hits1, hits5, n = hits1 + (top[0] == label), hits5 + (label in top), n + 1
+                nll -= p[label].log().item()
+    assert n == 359
+    assert got[0]["top1_err"] == pytest.approx(100 * (1 - hits1 / n), abs=1e-9)
+    assert got[0]["top5_err"] == pytest.approx(100 * (1 - hits5 / n), abs=1e-9)
+    assert got[0]["loss"] == pytest.approx(nll / n, rel=1e-5)
+    single = scores(evaluate(str(run_dir), "data.val_crop=12"))
+    assert single["crops"] == 1 and single["loss"] != got[0]["loss"]
+
+
 def test_torchvision_layout_weights_file(run_dir, tmp_path):
     sd = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
     torch.save({"module." + k: v for k, v in sd.items()}, tmp_path / "plain.pth")  # a DDP-saved state dict
