@@ -185,14 +185,40 @@ def _randomize_bn(module: nn.Module) -> None:
             m.running_var.uniform_(0.5, 1.5)
 
 
+def _grads_of_c_in(other: nn.Module, c: Bottleneck) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(name, gradient in the split form, the same parameters' gradient in form c) for every parameter."""
+    d = c.conv2.out_channels // c.cardinality
+    pairs = [("bn3.weight", other.bn3.weight.grad, c.bn3.weight.grad), ("bn3.bias", other.bn3.bias.grad, c.bn3.bias.grad)]
+    for i, path in enumerate(other.paths):
+        s = slice(i * d, (i + 1) * d)
+        pairs += [(f"paths.{i}.conv1", path[0].weight.grad, c.conv1.weight.grad[s]),
+                  (f"paths.{i}.bn1.weight", path[1].weight.grad, c.bn1.weight.grad[s]),
+                  (f"paths.{i}.bn1.bias", path[1].bias.grad, c.bn1.bias.grad[s]),
+                  (f"paths.{i}.conv2", path[3].weight.grad, c.conv2.weight.grad[s]),
+                  (f"paths.{i}.bn2.weight", path[4].weight.grad, c.bn2.weight.grad[s]),
+                  (f"paths.{i}.bn2.bias", path[4].bias.grad, c.bn2.bias.grad[s])]
+        if isinstance(other, BottleneckA):
+            pairs.append((f"ends.{i}", other.ends[i].weight.grad, c.conv3.weight.grad[:, s]))
+    if isinstance(other, BottleneckB):
+        pairs.append(("conv3", other.conv3.weight.grad, c.conv3.weight.grad))
+    if c.downsample is not None:
+        for k, (a, b) in enumerate(zip(other.downsample.parameters(), c.downsample.parameters(), strict=True)):
+            pairs.append((f"downsample.{k}", a.grad, b.grad))
+    return pairs
+
+
 @pytest.mark.parametrize("form_cls", [BottleneckA, BottleneckB])
 @pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("stride,in_ch", [(1, 256), (2, 128)])
-def test_forms_a_b_equal_c(form_cls, train, stride, in_ch):
+def test_forms_a_b_equal_c_in_float64(form_cls, train, stride, in_ch):
+    """Built in float64 and split in float64 (no cast after slicing): outputs, input gradients and every
+    parameter's gradient agree with form c to float64 rounding."""
     torch.manual_seed(1)
-    c = Bottleneck(in_ch, 64, stride=stride, cardinality=4, width=8).double()
+    c = Bottleneck(in_ch, 64, stride=stride, cardinality=4, width=8).to(torch.float64)
     _randomize_bn(c)
-    other = form_cls(c).double()
+    other = form_cls(c)  # no .double(): the split form must already be float64
+    assert {p.dtype for p in other.parameters()} | {b.dtype for b in other.buffers() if b.is_floating_point()} == {
+        torch.float64}
     c.train(train)
     other.train(train)
     x1 = torch.randn(3, in_ch, 9, 9, dtype=torch.float64, requires_grad=True)
@@ -201,26 +227,35 @@ def test_forms_a_b_equal_c(form_cls, train, stride, in_ch):
     g = torch.randn_like(y1)
     y1.backward(g)
     y2.backward(g)
-    # forms are mathematically equal: compare in fp32-level tolerance
-    torch.testing.assert_close(y2.float(), y1.float(), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(x2.grad.float(), x1.grad.float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y2, y1, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-11, atol=1e-11)
+    pairs = _grads_of_c_in(other, c)
+    assert len(pairs) >= 4 * 6 + 2 and all(a is not None for _, a, _ in pairs)
+    for name, a, b in pairs:
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
     if train:  # running statistics move the same way
-        torch.testing.assert_close(other.bn3.running_mean, c.bn3.running_mean)
-        torch.testing.assert_close(other.paths[1][1].running_var, c.bn1.running_var[8:16])
+        torch.testing.assert_close(other.bn3.running_mean, c.bn3.running_mean, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(other.paths[1][1].running_var, c.bn1.running_var[8:16], rtol=1e-12, atol=1e-12)
 
 
-def test_forms_fp32_whole_network():
+@pytest.mark.parametrize("form", ["a", "b"])
+def test_convert_form_keeps_device_dtype_and_mode(form):
+    import copy
+
     torch.manual_seed(2)
-    net = CifarResNeXt(depth=11, cardinality=4, width=4, num_classes=7).eval()
+    net = CifarResNeXt(depth=11, cardinality=4, width=4, num_classes=7).to(torch.float64).eval()
     _randomize_bn(net)
-    x = torch.randn(2, 3, 32, 32)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    conv = convert_form(copy.deepcopy(net), form)
+    assert not any(isinstance(m, Bottleneck) for m in conv.modules())
+    assert {t.dtype for t in (*conv.parameters(), *conv.buffers()) if t.is_floating_point()} == {torch.float64}
+    assert not any(m.training for m in conv.modules())  # the eval-mode network stays in eval mode
     with torch.no_grad():
-        ref = net(x)
-        for form in ("a", "b"):
-            import copy
-            conv = convert_form(copy.deepcopy(net), form).eval()
-            assert not any(isinstance(m, Bottleneck) for m in conv.modules())
-            torch.testing.assert_close(conv(x), ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(conv(x), net(x), rtol=1e-12, atol=1e-12)
+    with torch.device("meta"):  # the device is kept too (a meta network stays on meta)
+        meta = ResNeXt(depth=50, cardinality=2, width=4, num_classes=3)
+    converted = convert_form(meta, form)
+    assert {t.device.type for t in (*converted.parameters(), *converted.buffers())} == {"meta"}
 
 
 def test_no_shortcut_drops_projection_and_addition():

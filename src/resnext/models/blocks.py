@@ -112,8 +112,10 @@ def init_weights(model: nn.Module, zero_init_last_bn: bool, mode: str = "fan_out
 
 
 def _slice_bn(src: nn.BatchNorm2d, lo: int, hi: int) -> nn.BatchNorm2d:
-    """A BatchNorm holding channels [lo, hi) of ``src`` (weights and running statistics)."""
-    bn = nn.BatchNorm2d(hi - lo, eps=src.eps, momentum=src.momentum)
+    """A BatchNorm holding channels [lo, hi) of ``src`` (weights and running statistics), on its device
+    and in its dtype (nothing is rounded through float32)."""
+    bn = nn.BatchNorm2d(hi - lo, eps=src.eps, momentum=src.momentum, device=src.weight.device,
+                        dtype=src.weight.dtype)
     with torch.no_grad():
         bn.weight.copy_(src.weight[lo:hi])
         bn.bias.copy_(src.bias[lo:hi])
@@ -125,12 +127,13 @@ def _slice_bn(src: nn.BatchNorm2d, lo: int, hi: int) -> nn.BatchNorm2d:
 
 def _slice_conv(src: nn.Conv2d, out_lo: int, out_hi: int, in_lo: int | None = None,
                 in_hi: int | None = None, groups_in: bool = False) -> nn.Conv2d:
-    """A dense conv holding output channels [out_lo, out_hi) (and optionally input channels) of ``src``."""
+    """A dense conv holding output channels [out_lo, out_hi) (and optionally input channels) of ``src``,
+    on its device and in its dtype."""
     w = src.weight[out_lo:out_hi]
     if not groups_in and in_lo is not None:
         w = w[:, in_lo:in_hi]
     conv = nn.Conv2d(w.shape[1], w.shape[0], src.kernel_size, stride=src.stride,
-                     padding=src.padding, bias=False)
+                     padding=src.padding, bias=False, device=w.device, dtype=w.dtype)
     with torch.no_grad():
         conv.weight.copy_(w)
     return conv

@@ -62,7 +62,8 @@ def torchvision_resnet(depth: int = 50, cardinality: int = 32, width: int = 4, n
 
 
 def convert_form(model: nn.Module, form: str) -> nn.Module:
-    """Replace every form-(c) bottleneck in ``model`` by the equivalent form (a) or (b), in place."""
+    """Replace every form-(c) bottleneck in ``model`` by the equivalent form (a) or (b), in place; the new
+    blocks hold the same values on the same device, in the same dtype and train/eval mode."""
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     if form == "c":
@@ -70,7 +71,7 @@ def convert_form(model: nn.Module, form: str) -> nn.Module:
     cls = BottleneckA if form == "a" else BottleneckB
     for name, child in model.named_children():
         if isinstance(child, Bottleneck):
-            setattr(model, name, cls(child))
+            setattr(model, name, cls(child).train(child.training))
         else:
             convert_form(child, form)
     return model
