@@ -151,3 +151,40 @@ def test_batch_larger_than_set_is_a_data_error(tmp_path):
     write_cifar10(tmp_path, 20, 5)
     with pytest.raises(DataError, match="larger than the 20 training samples"):
         build_loaders(data_cfg(dataset="cifar10", root=str(tmp_path), batch_size=64), place())
+
+
+@pytest.mark.parametrize("content", ["constant", "random"])
+def test_padding_is_the_mean_colour_as_the_official_code(content):
+    """fb.resnet.torch/ResNeXt normalize first, then zero-pad for the random crop: the border is 0 after
+    normalisation (the mean colour), the rest is the normalized image, shifted and mirrored by the draws
+    of (seed, epoch, step, rank), unchanged from when the raw image was padded with black."""
+    from resnext.data.cifar import CIFAR_MEAN, CIFAR_STD
+    from resnext.data.memory import batch_seed
+
+    n, size, pad, p = 16, 8, 3, place(seed=5)
+    gen = torch.Generator().manual_seed(0)
+    imgs = (torch.full((n, 3, size, size), 255, dtype=torch.uint8) if content == "constant"
+            else torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=gen))
+    ld = MemoryLoader(imgs, torch.arange(n), n, p, CIFAR_MEAN, CIFAR_STD, True, pad, True)
+    ld.set_epoch(2)
+    x, y = next(iter(ld))
+    mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1) * 255
+    norm = (imgs[y].float() - mean) * (1 / (torch.tensor(CIFAR_STD).view(1, 3, 1, 1) * 255))
+    g = torch.Generator().manual_seed(batch_seed(5, 2, 0, 0))  # the loader's draws for this batch
+    off = torch.randint(0, 2 * pad + 1, (2, n), generator=g)
+    mirror = torch.rand(n, generator=g) < 0.5
+    assert len(set(off.flatten().tolist())) > 3 and 0 < mirror.sum() < n  # crops move, some mirror
+    borders = 0
+    for k in range(n):
+        oy, ox = off[:, k].tolist()
+        want = torch.nn.functional.pad(norm[k], (pad,) * 4)[:, oy:oy + size, ox:ox + size]
+        want = want.flip(-1) if mirror[k] else want
+        assert torch.equal(x[k], want)
+        inside = torch.zeros(size + 2 * pad, size + 2 * pad, dtype=torch.bool)
+        inside[pad:pad + size, pad:pad + size] = True
+        border = ~inside[oy:oy + size, ox:ox + size]
+        border = border.flip(-1) if mirror[k] else border
+        # uint8 values never equal the mean (x 255, not integers): only the border is 0
+        assert (x[k][:, border] == 0).all() and (x[k][:, ~border] != 0).all()
+        borders += int(border.sum())
+    assert borders > n * size  # many samples show some border

@@ -24,8 +24,13 @@ class MemoryLoader:
 
     Which samples each step serves comes from the rank's ShardPlan (training: its part of the epoch's
     permutation, the remainder dropped; evaluation: its contiguous shard in order). Training
-    augmentation (``pad`` > 0: zero-pad then random crop back to size; ``flip``: random mirror) is one
+    augmentation (``pad`` > 0: pad, then random crop back to size; ``flip``: random mirror) is one
     gather per batch, drawn from (seed, epoch, step, rank).
+
+    The padding is added after normalisation, as zeros: the border is the normalisation mean colour, as in
+    the official code (fb.resnet.torch's and ResNeXt's datasets/cifar10.lua: ColorNormalize, HorizontalFlip,
+    then RandomCrop(32, 4), which zero-pads the normalised image), not black. Digits go through the same
+    rule: their border is mid-gray (DIGITS_MEAN 0.5) around the images' black background.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, place: Placement,
@@ -54,14 +59,12 @@ class MemoryLoader:
             yield self._make(self.images[idx], step), self.labels[idx]
 
     def _make(self, x: torch.Tensor, step: int) -> torch.Tensor:
-        """Augment (train), normalize and lay out one uint8 batch."""
-        b, _, h, w = x.shape
+        """Normalize, augment (train: zero padding is then the mean colour) and lay out one uint8 batch."""
+        x = ((x.float() - self.mean) * self.inv_std).to(self.place.dtype)
         if self.pad or self.flip:
             x = self._crop_flip(x, step)  # NHWC
             x = x.permute(0, 3, 1, 2)  # NCHW view with channels_last strides
-        x = (x.float() - self.mean) * self.inv_std
-        fmt = torch.channels_last if self.place.channels_last else torch.contiguous_format
-        return x.to(dtype=self.place.dtype, memory_format=fmt)
+        return x.contiguous(memory_format=torch.channels_last if self.place.channels_last else torch.contiguous_format)
 
     def _crop_flip(self, x: torch.Tensor, step: int) -> torch.Tensor:
         b, _, h, w = x.shape
@@ -73,7 +76,7 @@ class MemoryLoader:
         xs = torch.arange(w, device=dev)
         cols = off[1, :, None] + torch.where(mirror[:, None], w - 1 - xs, xs)  # (B, W)
         rows = off[0, :, None] + torch.arange(h, device=dev)  # (B, H)
-        padded = torch.nn.functional.pad(x, (self.pad,) * 4)
+        padded = torch.nn.functional.pad(x, (self.pad,) * 4)  # zeros of the normalized batch: the mean colour
         bi = torch.arange(b, device=dev)[:, None, None]
         # advanced indices around a slice put their dims first: result is (B, H, W, C)
         return padded[bi, :, rows[:, :, None], cols[:, None, :]]
