@@ -157,7 +157,7 @@ def test_batch_larger_than_set_is_a_data_error(tmp_path):
 def test_padding_is_the_mean_colour_as_the_official_code(content):
     """fb.resnet.torch/ResNeXt normalize first, then zero-pad for the random crop: the border is 0 after
     normalisation (the mean colour), the rest is the normalized image, shifted and mirrored by the draws
-    of (seed, epoch, step, rank), unchanged from when the raw image was padded with black."""
+    of (seed, epoch, step), unchanged from when the raw image was padded with black."""
     from resnext.data.cifar import CIFAR_MEAN, CIFAR_STD
     from resnext.data.memory import batch_seed
 
@@ -170,7 +170,7 @@ def test_padding_is_the_mean_colour_as_the_official_code(content):
     x, y = next(iter(ld))
     mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1) * 255
     norm = (imgs[y].float() - mean) * (1 / (torch.tensor(CIFAR_STD).view(1, 3, 1, 1) * 255))
-    g = torch.Generator().manual_seed(batch_seed(5, 2, 0, 0))  # the loader's draws for this batch
+    g = torch.Generator().manual_seed(batch_seed(5, 2, 0))  # the loader's draws for this batch
     off = torch.randint(0, 2 * pad + 1, (2, n), generator=g)
     mirror = torch.rand(n, generator=g) < 0.5
     assert len(set(off.flatten().tolist())) > 3 and 0 < mirror.sum() < n  # crops move, some mirror
@@ -188,3 +188,27 @@ def test_padding_is_the_mean_colour_as_the_official_code(content):
         assert (x[k][:, border] == 0).all() and (x[k][:, ~border] != 0).all()
         borders += int(border.sum())
     assert borders > n * size  # many samples show some border
+
+
+def test_augmentation_does_not_depend_on_the_world_size():
+    """The ranks of a 3-process run serve, together, the very batch one process serves (crops and flips
+    included): what lets one process with gradient accumulation train the N-process model."""
+    from resnext.data.cifar import CIFAR_MEAN, CIFAR_STD
+
+    gen = torch.Generator().manual_seed(1)
+    n, size = 60, 8
+    imgs = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=gen)
+    labels = torch.arange(n)
+
+    def batches(rank: int, world: int) -> list:
+        ld = MemoryLoader(imgs, labels, 12 // world, place(rank=rank, world=world, seed=3), CIFAR_MEAN, CIFAR_STD,
+                          True, 4, True)
+        ld.set_epoch(1, 1)
+        return list(ld)
+
+    whole = batches(0, 1)
+    parts = [batches(r, 3) for r in range(3)]
+    assert len(whole) == 4 and all(len(p) == 4 for p in parts)
+    for step, (x, y) in enumerate(whole):
+        assert torch.equal(torch.cat([p[step][1] for p in parts]), y)
+        assert torch.equal(torch.cat([p[step][0] for p in parts]), x)

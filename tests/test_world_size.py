@@ -20,8 +20,10 @@ from resnext.engine.precision import Precision
 from resnext.errors import ConfigError
 from resnext.models.ghost_bn import GhostBatchNorm2d, convert_ghost_bn
 
-# no random augmentation: the in-memory loader's crop draws are per rank (see the closing note)
-SAME = ["data.pad=0", "data.batch_size=32", "trainer.eval_every=1", "optim.lr=0.02"]  # lr: a stable trajectory
+# random crops on: their draws are the global batch's, whatever the world size
+SAME = ["data.pad=2", "data.batch_size=32", "trainer.eval_every=1", "optim.lr=0.02"]  # lr: a stable trajectory
+
+
 def params(run_dir, name="last.pt") -> dict[str, torch.Tensor]:
     """The trained parameters (BN running statistics left out: DDP broadcasts rank 0's every step, while
     one process updates them from every micro-batch; training never reads them)."""

@@ -9,14 +9,15 @@ import torch
 from .base import Placement
 from .plan import ShardPlan
 
-# Batch augmentation draws come from a generator seeded by (seed, epoch, step, rank), so any
-# batch can be re-made exactly: a resumed run continues with the very same crops and flips.
+# Augmentation draws come from a generator seeded by (seed, epoch, step) that draws for the whole
+# global batch; each rank takes its slice. Any batch can be re-made exactly (a resumed run continues
+# with the very same crops and flips), and the draws do not depend on the world size: one process with
+# gradient accumulation sees the crops and flips that N processes see.
 _MIX = (1_000_003, 7919, 104_729)
 
 
-def batch_seed(seed: int, epoch: int, step: int, rank: int) -> int:
-    return (seed * _MIX[0] + epoch * _MIX[1] + step * _MIX[2] + rank) % (2**63 - 1)
-
+def batch_seed(seed: int, epoch: int, step: int) -> int:
+    return (seed * _MIX[0] + epoch * _MIX[1] + step * _MIX[2]) % (2**63 - 1)
 
 
 class MemoryLoader:
@@ -25,7 +26,7 @@ class MemoryLoader:
     Which samples each step serves comes from the rank's ShardPlan (training: its part of the epoch's
     permutation, the remainder dropped; evaluation: its contiguous shard in order). Training
     augmentation (``pad`` > 0: pad, then random crop back to size; ``flip``: random mirror) is one
-    gather per batch, drawn from (seed, epoch, step, rank).
+    gather per batch, drawn from (seed, epoch, step) for the global batch, of which the rank takes its part.
 
     The padding is added after normalisation, as zeros: the border is the normalisation mean colour, as in
     the official code (fb.resnet.torch's and ResNeXt's datasets/cifar10.lua: ColorNormalize, HorizontalFlip,
@@ -69,10 +70,12 @@ class MemoryLoader:
     def _crop_flip(self, x: torch.Tensor, step: int) -> torch.Tensor:
         b, _, h, w = x.shape
         p = self.place
-        g = torch.Generator(device=x.device).manual_seed(batch_seed(p.seed, self.epoch, step, p.rank))
+        g = torch.Generator(device=x.device).manual_seed(batch_seed(p.seed, self.epoch, step))
         dev = x.device
-        off = torch.randint(0, 2 * self.pad + 1, (2, b), generator=g, device=dev)
-        mirror = torch.rand(b, generator=g, device=dev) < 0.5 if self.flip else torch.zeros(b, dtype=torch.bool, device=dev)
+        mine = slice(p.rank * b, (p.rank + 1) * b)  # this rank's part of the global batch's draws
+        off = torch.randint(0, 2 * self.pad + 1, (2, b * p.world_size), generator=g, device=dev)[:, mine]
+        mirror = (torch.rand(b * p.world_size, generator=g, device=dev)[mine] < 0.5 if self.flip
+                  else torch.zeros(b, dtype=torch.bool, device=dev))
         xs = torch.arange(w, device=dev)
         cols = off[1, :, None] + torch.where(mirror[:, None], w - 1 - xs, xs)  # (B, W)
         rows = off[0, :, None] + torch.arange(h, device=dev)  # (B, H)
