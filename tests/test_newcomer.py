@@ -4,12 +4,13 @@ command for one's own ImageNet-layout folder (classes and evaluation sizes deriv
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 
 import pytest
 import torch
 import yaml
-from runs import PY, ROOT, env, records
+from runs import PY, ROOT, TINY, env, records
 
 from resnext.config import Config
 from resnext.info import field_comments, key_rows
@@ -140,3 +141,41 @@ def test_family_defaults_take_the_class_count_from_the_data():
     for family in ("resnet", "resnext", "preresnet"):
         assert compose_config([f"model={family}"]).model.num_classes == 0
     assert compose_config(["+recipe=resnext50_32x4d_imagenet"]).model.num_classes == 1000
+
+
+# ---------------------------------------------------------------- progress without a terminal
+
+def test_train_with_stderr_to_a_file_prints_plain_progress_lines(tmp_path):
+    err = tmp_path / "stderr.txt"
+    with err.open("w") as f:
+        res = subprocess.run([PY, str(ROOT / "train.py"), *TINY, "trainer.progress=true", "trainer.epochs=2",
+                              "trainer.max_steps_per_epoch=3", f"hydra.run.dir={tmp_path / 'run'}"],
+                             stdout=subprocess.PIPE, stderr=f, text=True, env=env(), timeout=300)
+    assert res.returncode == 0, err.read_text()
+    assert "\r" not in err.read_text() and "\r" not in res.stdout
+    plain = [ln for ln in res.stdout.splitlines() if " step " in ln and "epoch ETA" in ln]
+    assert [ln.split(":")[0] for ln in plain] == ["epoch 1/2 step 1/3", "epoch 2/2 step 1/3"], res.stdout
+    assert re.search(r"loss \d+\.\d{3}, lr [\d.e-]+, \d+ images/s, epoch ETA \d:\d\d:\d\d$", plain[0]), plain[0]
+    epochs = [ln for ln in res.stdout.splitlines() if ln.startswith("epoch ") and "train loss" in ln]
+    assert len(epochs) == 2 and all(re.search(r", \d+\.\d s at \d+ images/s;  val top-1 error", ln) for ln in epochs)
+
+
+def test_plain_progress_lines_are_throttled(tmp_path, monkeypatch, capsys):
+    from resnext.engine import logging as runlog
+
+    clock = [100.0]
+    monkeypatch.setattr(runlog.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(runlog.sys.stderr, "isatty", lambda: False)
+    log = runlog.RunLog(tmp_path, enabled=True, progress=True)
+    log.start_bar(100, 0, "epoch 1/3")
+    for step in range(1, 101):
+        clock[0] += 1.0  # one second a step
+        log.advance()
+        if step % 10 == 0:  # a log step brings the values
+            log.advance(0, loss="1.234", lr="0.1", img_s="32")
+    log.close()
+    lines = capsys.readouterr().out.splitlines()
+    # the first log step, then one per 30 s at the log steps: steps 10, 40, 70, 100
+    assert [ln.split(":")[0] for ln in lines] == [f"epoch 1/3 step {n}/100" for n in (10, 40, 70, 100)]
+    assert lines[0] == "epoch 1/3 step 10/100: loss 1.234, lr 0.1, 32 images/s, epoch ETA 0:01:30"
+    assert lines[-1].endswith("epoch ETA 0:00:00")

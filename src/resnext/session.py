@@ -187,10 +187,12 @@ def start_line(cfg: DictConfig, trainer: Trainer, world: World, run_dir: Path, d
                   f"batch, data order and augmentation go on unchanged ({trainer.o.micro_batches} micro-batch(es) "
                   "per step); per-process random streams (dropout) start afresh")
     d = cfg.data
+    folder = d.dataset == "imagenet" and d.backend != "synthetic"  # JPEGs: resized, decoded by loader workers
     sizes = (f"{d.image_size} px training crops, evaluation: shorter side {d.val_resize}, center {d.val_crop} px"
-             if d.dataset == "imagenet" and d.backend != "synthetic" else f"{d.image_size} px")
+             if folder else f"{d.image_size} px")
     log.print(f"  data: {d.dataset}, {trainer.o.model_config['num_classes']} classes, {sizes}; "
-              f"{torch.get_num_threads()} CPU thread(s) and {d.workers} loader worker(s) per process")
+              f"{torch.get_num_threads()} CPU thread(s){f' and {d.workers} loader worker(s)' if folder else ''} "
+              "per process")
     for key, (was, now) in diff.items():
         log.print(f"  changed since the last start: {key}: {was!r} -> {now!r}")
 

@@ -1,4 +1,4 @@
-"""Rank-0 output of a run: console lines, tqdm bar, metrics.jsonl and TensorBoard scalars/HParams."""
+"""Rank-0 output of a run: console lines, progress (tqdm bar or plain lines), metrics.jsonl, TensorBoard."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 METRICS = "metrics.jsonl"
+PLAIN_EVERY_S = 30.0  # without a terminal: at most one plain progress line per this many seconds (at log steps)
 
 
 def _clean(v):
@@ -40,12 +41,49 @@ def truncate_metrics(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
+def _clock(seconds: float) -> str:
+    """0:01:05 for 65 s."""
+    s = max(0, round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class PlainProgress:
+    """What a progress bar shows, as one plain line now and then: for logs that are files (no ``\\r``).
+
+    A line is printed at a step that brings fresh values (a log step) when ``every_s`` seconds have
+    passed since the last line, and always at an epoch's first log step.
+    """
+
+    def __init__(self, total: int, initial: int, desc: str, every_s: float, say) -> None:
+        self.total, self.n, self.initial, self.desc = total, initial, initial, desc
+        self.every_s, self.say = every_s, say
+        self.start = time.monotonic()
+        self.last_line: float | None = None
+
+    def update(self, n: int, postfix: dict) -> None:
+        self.n += n
+        now = time.monotonic()
+        if not postfix or (self.last_line is not None and now - self.last_line < self.every_s):
+            return
+        self.last_line = now
+        done = self.n - self.initial
+        eta = (self.total - self.n) * (now - self.start) / done if done > 0 else 0.0
+        values = ", ".join(f"{v} images/s" if k == "img_s" else f"{k} {v}" for k, v in postfix.items())
+        self.say(f"{self.desc} step {self.n}/{self.total}: {values}, epoch ETA {_clock(eta)}")
+
+
 class RunLog:
-    """Writes nothing unless ``enabled`` (rank 0). ``resume_step`` purges later TensorBoard events."""
+    """Writes nothing unless ``enabled`` (rank 0). ``resume_step`` purges later TensorBoard events.
+
+    Progress (``progress``): a tqdm bar on stderr when stderr is a terminal, else plain lines on stdout
+    (a Slurm log, ``2> file``, a pipe): step, loss, lr, images/s and the epoch's ETA, at the log steps,
+    at most one line per ``PLAIN_EVERY_S`` seconds.
+    """
 
     def __init__(self, run_dir: Path, enabled: bool, progress: bool, resume_step: int = 0) -> None:
         self.enabled = enabled
         self.progress = progress and enabled
+        self.tty = self.progress and sys.stderr.isatty()
         self.run_dir = run_dir
         self.bar = None
         self.tb = None
@@ -62,7 +100,7 @@ class RunLog:
     def print(self, msg: str) -> None:
         if not self.enabled:
             return
-        if self.bar is not None:
+        if self.bar is not None and self.tty:
             self.bar.write(msg)
         else:
             print(msg, flush=True)
@@ -98,22 +136,26 @@ class RunLog:
         self.tb.add_hparams(flat, mets, run_name=".")
 
     def start_bar(self, total: int, initial: int, desc: str) -> None:
-        if self.progress:
+        if self.tty:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, initial=initial, desc=desc, file=sys.stderr, dynamic_ncols=True,
                             leave=False)
+        elif self.progress:
+            self.bar = PlainProgress(total, initial, desc, PLAIN_EVERY_S, lambda line: print(line, flush=True))
 
     def advance(self, n: int = 1, **postfix) -> None:
-        if self.bar is not None:
+        if isinstance(self.bar, PlainProgress):
+            self.bar.update(n, postfix)
+        elif self.bar is not None:
             self.bar.update(n)
             if postfix:
                 self.bar.set_postfix(postfix, refresh=False)
 
     def close_bar(self) -> None:
-        if self.bar is not None:
+        if self.bar is not None and self.tty:
             self.bar.close()
-            self.bar = None
+        self.bar = None
 
     def close(self) -> None:
         self.close_bar()

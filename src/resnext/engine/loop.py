@@ -317,8 +317,9 @@ class Trainer:
             msg = f"val top-1 error {val['top1_err']:.2f}%  top-5 {val['top5_err']:.2f}%  ({val['samples']} images)"
         rec.update(epoch_time=epoch_time, images_per_s=self.epoch_images_per_s)
         self.log.record("epoch", **rec)
-        self.log.print(f"epoch {s.epoch + 1}/{self.o.epochs}: train loss {train['loss']:.4f}, "
-                       f"train top-1 error {train['top1_err']:.2f}%  {msg}".rstrip())
+        self.log.print(f"epoch {s.epoch + 1}/{self.o.epochs}: train loss {train['loss']:.4f}, train top-1 error "
+                       f"{train['top1_err']:.2f}%, {epoch_time:.1f} s at {self.epoch_images_per_s:.0f} images/s"
+                       f"{';  ' + msg if msg else ''}")
         s.epoch += 1
         s.step_in_epoch = 0
         self.meter = Meter(self.world.device)
