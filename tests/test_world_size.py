@@ -96,6 +96,16 @@ def test_accumulated_step_equals_one_step_with_the_same_bn_groups():
 def test_micro_batches(overrides, world, expect):
     cfg = compose_config(["+recipe=resnext50_32x4d_imagenet", "data.root=/d", *overrides])
     assert micro_batches(cfg, world) == expect
+    assert cfg.model.bn_batch == 32 and cfg.data.batch_size == 256  # the paper's BN batch and global batch
+
+
+def test_every_paper_imagenet_recipe_keeps_the_bn_batch_of_32(repo_root):
+    names = sorted(p.stem for p in (repo_root / "recipes").glob("*_imagenet.yaml"))
+    assert len(names) == 17
+    for name in names:
+        cfg = compose_config([f"+recipe={name}", "data.root=/d"])
+        assert cfg.model.bn_batch == 32, name
+        assert cfg.data.batch_size // 8 == 32, name  # so 8 GPUs without ghost BN compute the same
 
 
 @pytest.mark.parametrize("overrides, message", [
