@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))  # also works without `pip install -e .`
 
-from resnext.compose import precheck  # noqa: E402
+from resnext.compose import precheck, sweep_dirname  # noqa: E402
 from resnext.config import register  # noqa: E402
 
 register()
@@ -35,4 +35,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     precheck(sys.argv[1:])
+    sys.argv += sweep_dirname(sys.argv[1:])  # a sweep's run directories are named by the swept keys only
     main()

@@ -179,3 +179,28 @@ def test_plain_progress_lines_are_throttled(tmp_path, monkeypatch, capsys):
     assert [ln.split(":")[0] for ln in lines] == [f"epoch 1/3 step {n}/100" for n in (10, 40, 70, 100)]
     assert lines[0] == "epoch 1/3 step 10/100: loss 1.234, lr 0.1, 32 images/s, epoch ETA 0:01:30"
     assert lines[-1].endswith("epoch ETA 0:00:00")
+
+
+# ---------------------------------------------------------------- multirun directories
+
+def test_sweep_run_directories_are_named_by_the_swept_keys_only(tmp_path):
+    fixed = [o for o in TINY if not o.startswith(("model.cardinality=", "schedule.milestones="))]
+    res = subprocess.run([PY, str(ROOT / "train.py"), "-m", *fixed, "data.root=/unused", "trainer.epochs=1",
+                          "trainer.max_steps_per_epoch=1", "schedule.milestones=[1]", "model.cardinality=1,2"],
+                         capture_output=True, text=True, env=env(), cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr
+    sweep = tmp_path / "multirun" / "resnext29_demo_digits"
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["model.cardinality=1", "model.cardinality=2"]
+    for c in (1, 2):
+        run = sweep / f"model.cardinality={c}"
+        assert yaml.safe_load((run / "config.yaml").read_text())["model"]["cardinality"] == c
+        assert records(run, "end")[-1]["status"] == "finished"
+
+
+def test_sweep_dirname_excludes_every_key_given_one_value():
+    from resnext.compose import sweep_dirname
+
+    argv = ["-m", "+recipe=r", "data.root=/d", "model.cardinality=1,2", "optim.lr=range(1,3)", "hydra.verbose=true"]
+    assert sweep_dirname(argv) == ["hydra.job.config.override_dirname.exclude_keys=['data.root','recipe']"]
+    assert sweep_dirname(argv[1:]) == []  # not a multirun
+    assert sweep_dirname([*argv, "hydra.job.config.override_dirname.exclude_keys=[x]"]) == []  # the user's own

@@ -107,6 +107,23 @@ def expand_sweeps(overrides: list[str]) -> list[list[str]]:
     return [list(c) for c in itertools.product(*options)]
 
 
+def sweep_dirname(argv: list[str]) -> list[str]:
+    """For a multirun (``-m``): a Hydra override that names each run's directory by its swept keys only
+    (multirun/<name>/model.cardinality=8): every key given one value is excluded from
+    ``hydra.job.override_dirname``. As a Hydra override it reaches every launcher's jobs (submitit's too)."""
+    if not any(a in ("-m", "--multirun") for a in argv) or any(
+            a.startswith("hydra.job.config.override_dirname") for a in argv):
+        return []
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
+    except Exception:
+        return []  # Hydra itself reports the mistake
+    fixed = sorted({o.key_or_group for o in parsed if not o.is_hydra_override() and not o.is_sweep_override()})
+    return ["hydra.job.config.override_dirname.exclude_keys=[" + ",".join(f"'{k}'" for k in fixed) + "]"]
+
+
 def run_dir_of(overrides: list[str]) -> Path:
     """The run directory a single (non-multirun) command trains in: Hydra's ``hydra.run.dir``, resolved."""
     from hydra import compose, initialize_config_dir
