@@ -286,3 +286,17 @@ def test_unusable_run_directories_are_refused_before_hydra(tmp_path):
         assert res.returncode == 2 and f"cannot be created ({ro} is not writable)" in res.stderr
     finally:
         subprocess.run(["umount", str(ro)])
+
+
+def test_a_change_that_regroups_the_optimizer_cannot_be_accepted():
+    from omegaconf import OmegaConf
+
+    from resnext.engine.rundir import check_resume
+    from resnext.errors import ConfigError
+
+    saved = OmegaConf.create({"optim": {"lr": 0.1, "no_decay": "none"}, "trainer": {"epochs": 3}})
+    new = OmegaConf.create({"optim": {"lr": 0.2, "no_decay": "bn"}, "trainer": {"epochs": 5}})
+    with pytest.raises(ConfigError, match="optim.no_decay cannot change on a resume .'none' -> 'bn'."):
+        check_resume(saved, new, ["optim.lr", "optim.no_decay"])
+    assert check_resume(saved, OmegaConf.merge(new, {"optim": {"no_decay": "none"}}), ["optim.lr"]) == {
+        "optim.lr": (0.1, 0.2), "trainer.epochs": (3, 5)}

@@ -22,6 +22,8 @@ WHERE_AND_HOW = (
     "trainer.max_micro_batch",
 )
 GROWS = ("trainer.epochs",)  # may grow on a resume: "extend the run"
+#: Keys a resume can never accept: they change the optimizer's parameter groups, which its state must fit.
+NEVER = ("optim.no_decay", "optim.decay_bn_and_bias")
 
 
 def private_umask() -> int:
@@ -135,6 +137,9 @@ def check_resume(saved: DictConfig, new: DictConfig, accepted: list[str]) -> dic
     diff = changes(saved, new)
     refused = {}
     for key, (was, now) in diff.items():
+        if key in NEVER and key in accepted:
+            raise ConfigError(f"{key} cannot change on a resume ({was!r} -> {now!r}): it regroups the optimizer's "
+                              "parameters; start a new run (name=NEW or hydra.run.dir=DIR)")
         if key in WHERE_AND_HOW or key.startswith("paper.") or key in accepted:
             continue
         if key in GROWS and isinstance(was, int) and isinstance(now, int) and now >= was:
