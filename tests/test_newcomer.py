@@ -103,8 +103,8 @@ def test_readme_own_folder_command_trains_with_the_folders_classes(own_folder, t
                          cwd=tmp_path, timeout=600)
     assert res.returncode == 0, res.stderr
     run = tmp_path / "outputs" / "my_images"
-    assert "  data: imagenet, 10 classes, 32 px training crops, evaluation: shorter side 37, center 32 px" \
-        in res.stdout, res.stdout
+    assert "  data: imagenet, 10 classes, 32 px training crops, evaluation: shorter side 37, center 32 px; " \
+        "1 CPU thread(s) and " in res.stdout, res.stdout  # OMP_NUM_THREADS=1 (env()) is honoured
     saved = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
     assert saved["model"]["fc.weight"].shape == (10, 512) and saved["model_config"]["arch"] == "resnet"
     assert saved["model_config"]["depth"] == 18 and saved["model_config"]["num_classes"] == 10
@@ -204,3 +204,28 @@ def test_sweep_dirname_excludes_every_key_given_one_value():
     assert sweep_dirname(argv) == ["hydra.job.config.override_dirname.exclude_keys=['data.root','recipe']"]
     assert sweep_dirname(argv[1:]) == []  # not a multirun
     assert sweep_dirname([*argv, "hydra.job.config.override_dirname.exclude_keys=[x]"]) == []  # the user's own
+
+
+# ---------------------------------------------------------------- threads and loader workers
+
+def test_threads_and_workers_follow_the_cores_this_process_may_use(monkeypatch):
+    from resnext import config
+    from resnext.compose import compose_config
+
+    monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    folder = compose_config(["data.root=/d"])
+    digits = compose_config(["+recipe=resnext29_demo_digits"])
+    assert (folder.data.workers, config.threads_for(folder)) == (8, 8)  # 16 cores: 8 loader workers at most
+    assert config.threads_for(digits) == 16  # in-memory data: no loader workers beside training
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun --nproc_per_node=4: 4 cores each
+    assert (folder.data.workers, config.threads_for(folder), config.threads_for(digits)) == (3, 1, 4)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")  # one core each: load in the main process
+    assert (folder.data.workers, config.threads_for(folder)) == (0, 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert config.threads_for(folder) == 3  # the environment's explicit choice
+    assert config.threads_for(compose_config(["data.root=/d", "trainer.threads=5"])) == 5
+    assert compose_config(["data.root=/d", "data.workers=0"]).data.workers == 0  # 0 = in the main process
+    with pytest.raises(config.ConfigError, match="trainer.threads=-1 must be >= 0"):
+        config.validate(compose_config(["data.root=/d", "trainer.threads=-1"]))

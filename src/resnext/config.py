@@ -37,12 +37,19 @@ def auto_workers() -> int:
     return min(8, cores_per_process() - 1)
 
 
-def threads_for(requested: int) -> int:
-    """trainer.threads resolved: the number asked for, else OMP_NUM_THREADS when set, else this process's cores."""
-    if requested > 0:
-        return requested
+def loader_workers(cfg: DictConfig) -> int:
+    """The data.workers that run beside training: those of a JPEG folder (in-memory sets have none)."""
+    d = cfg.data
+    return int(d.workers) if d.dataset == "imagenet" and d.backend != "synthetic" else 0
+
+
+def threads_for(cfg: DictConfig) -> int:
+    """trainer.threads resolved: the number asked for, else OMP_NUM_THREADS when set, else this process's
+    cores less its loader workers (at least 1): compute threads that wait on a busy core stall every op."""
+    if cfg.trainer.threads > 0:
+        return int(cfg.trainer.threads)
     omp = os.environ.get("OMP_NUM_THREADS", "")
-    return int(omp) if omp.isdigit() and int(omp) > 0 else cores_per_process()
+    return int(omp) if omp.isdigit() and int(omp) > 0 else max(1, cores_per_process() - loader_workers(cfg))
 
 
 # Derived defaults are interpolations (the data loaders and config.yaml see plain numbers): registered with
@@ -113,7 +120,7 @@ class TrainerConfig:
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
     log_every: int = 50  # steps between metrics.jsonl/TensorBoard step records (the only loss syncs)
     progress: bool = True  # tqdm progress bar on rank 0
-    threads: int = 0  # CPU threads per process (torch.set_num_threads); 0 = OMP_NUM_THREADS, else cores / processes
+    threads: int = 0  # CPU threads per process (torch.set_num_threads); 0 = OMP_NUM_THREADS, else cores - workers
     checkpoint_every_minutes: float = 0.0  # also save last.pt this often inside an epoch; 0 = epoch ends only
     max_steps_per_epoch: int = 0  # cap on steps per epoch (quick runs, benchmarks); 0 = full epoch
     cudnn_benchmark: bool = True  # let cuDNN pick the fastest kernels (CUDA)
@@ -323,4 +330,4 @@ def validate(cfg: DictConfig, world_size: int = 1, cuda: bool = False) -> None:
                           "with schedule.granularity=epoch")
     if t.threads < 0:
         raise ConfigError(f"trainer.threads={t.threads} must be >= 0 (0 = OMP_NUM_THREADS if set, else this "
-                          "process's share of the cores)")
+                          "process's share of the cores less its loader workers)")

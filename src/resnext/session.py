@@ -200,7 +200,7 @@ def start_line(cfg: DictConfig, trainer: Trainer, world: World, run_dir: Path, d
 def run(cfg: DictConfig, run_dir: Path) -> int:
     """Validate, lock, check a resume's settings, build, train; returns the exit code."""
     world = init_world(cfg.trainer.device)
-    torch.set_num_threads(threads_for(cfg.trainer.threads))  # before any work: intra-op threads of this process
+    torch.set_num_threads(threads_for(cfg))  # before any work: intra-op threads of this process
     lock = RunLock(run_dir)
     try:
         return _run(cfg, run_dir, world, lock)
