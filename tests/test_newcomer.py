@@ -229,3 +229,20 @@ def test_threads_and_workers_follow_the_cores_this_process_may_use(monkeypatch):
     assert compose_config(["data.root=/d", "data.workers=0"]).data.workers == 0  # 0 = in the main process
     with pytest.raises(config.ConfigError, match="trainer.threads=-1 must be >= 0"):
         config.validate(compose_config(["data.root=/d", "trainer.threads=-1"]))
+
+
+# ---------------------------------------------------------------- torch.hub pretrained=True
+
+@pytest.mark.parametrize("name", ["resnet18", "resnext50_32x4d"])
+def test_hub_pretrained_true_says_how_to_pass_weights(name):
+    from resnext.errors import NoPublishedWeights, UserError
+
+    with pytest.raises(NoPublishedWeights) as e:
+        torch.hub.load(str(ROOT), name, source="local", pretrained=True, verbose=False)
+    assert isinstance(e.value, ValueError) and isinstance(e.value, UserError)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{name}: no pretrained weights are published")
+    assert "weights='PATH'" in msg and "resnext.loading.load_model" in msg
+    with torch.device("meta"):
+        model = torch.hub.load(str(ROOT), name, source="local", pretrained=False, verbose=False)
+    assert model.fc.out_features == 1000

@@ -37,6 +37,10 @@ class CheckpointError(UserError):
     """A checkpoint or weights file that is missing, unreadable, unsafe or for another model."""
 
 
+class NoPublishedWeights(UserError, ValueError):
+    """Pretrained weights were asked for (torch.hub's ``pretrained=True``); this project publishes none."""
+
+
 class SaveError(Exception):
     """A checkpoint could not be written (not the user's input: the disk). Exit code 4, one line."""
 
