@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Submit a recipe to Slurm (slurm/train.sbatch) with a stable run directory, a job name and a log path.
-# The same recipe and overrides always map to the same run directory, so a requeue or a resubmission
-# of the same command resumes the run. Run with --help for the options.
+# The command is checked first as train.py checks it (python -m resnext.compose: one line, exit 2, nothing
+# queued), and the run directory is the one a local run of it uses (outputs/<name>), so a requeue or a
+# resubmission of the same command resumes the run. Run with --help for the options.
 set -euo pipefail
 
 usage() {
   cat <<'TXT'
 usage: slurm/submit.sh RECIPE [options] [overrides...]
 
-Submits slurm/train.sbatch for recipes/RECIPE.yaml, then prints the job id, the run directory and
-the log file. The job requeues itself when Slurm warns of its time limit (USR1, 120 s before) and
-the next start resumes from the run directory.
+Checks the recipe and overrides as train.py does (at the job's world size, on its kind of node) and
+the run directory's saved settings, then submits slurm/train.sbatch for recipes/RECIPE.yaml and prints
+the job id, the run directory and the log file; a mistake is one line, exit 2, nothing queued. The job
+requeues itself when Slurm warns of its time limit (USR1, 120 s before) and the next start resumes
+from the run directory.
 
 options:
   --nodes N           nodes, one torchrun each (default 1)
@@ -23,8 +26,10 @@ options:
                       the job saves and requeues itself --warn seconds before it
   --warn S            seconds of warning before the time limit (default 120): Slurm sends USR1
                       then, and the trainers get S - 20 s to finish their step and save
-  --run-dir DIR       run directory (default outputs/RECIPE, or outputs/RECIPE-HASH where HASH
-                      is a hash of the overrides); relative paths are from the repository
+  --run-dir DIR       run directory (default: a local run's, outputs/<name>: the recipe's name
+                      unless name=NEW is given); relative paths are from the repository. The
+                      same command resumes it; other training settings (optim.lr=...) are
+                      refused before submitting: give them name=NEW
   --dry-run           print the sbatch command instead of running it
   -h, --help          show this text
 
@@ -82,12 +87,8 @@ for o in ${overrides[@]+"${overrides[@]}"}; do
   case $o in hydra.run.dir=*) die "use --run-dir DIR, not $o" ;; esac
 done
 [ "$dry" = 1 ] || command -v sbatch >/dev/null || die "sbatch not found: run this on a Slurm login node"
-
-# the run directory: the same rule as train.sbatch's own default (it prints it), made absolute
-if [ -z "$run_dir" ]; then
-  run_dir=$(bash "$root/slurm/train.sbatch" --print-run-dir "$recipe" ${overrides[@]+"${overrides[@]}"})
-fi
-case $run_dir in /*) ;; *) run_dir="$root/$run_dir" ;; esac
+py=${PYTHON:-$root/.venv/bin/python}
+[ -x "$py" ] || py=python3
 
 if [ "$gpus" -gt 0 ]; then
   nproc=$gpus
@@ -100,6 +101,19 @@ else
   res=(--gres=none --cpus-per-task="$cpus")
   what="$nproc CPU process(es)"
 fi
+
+# train.py's own check of what the job will run (train.sbatch's arguments: the recipe, the device on CPU
+# nodes, the run dir), at the job's world size; it prints the run directory a local run would use
+check=("+recipe=$recipe")
+if [ "$gpus" -eq 0 ] && [[ " ${overrides[*]-} " != *" trainer.device="* ]]; then check+=("trainer.device=cpu"); fi
+[ -z "$run_dir" ] || check+=("hydra.run.dir=$run_dir")
+check+=(${overrides[@]+"${overrides[@]}"})
+cuda=()
+[ "$gpus" -eq 0 ] || cuda=(--cuda)
+derived=$(cd "$root" && PYTHONPATH="$root/src${PYTHONPATH:+:$PYTHONPATH}" \
+  "$py" -m resnext.compose --world "$((nodes * nproc))" ${cuda[@]+"${cuda[@]}"} "${check[@]}") || exit $?
+run_dir=${run_dir:-$derived}
+case $run_dir in /*) ;; *) run_dir="$root/$run_dir" ;; esac
 
 args=(--parsable --job-name="resnext-$recipe" --nodes="$nodes" "${res[@]}" --output="$run_dir/slurm-%j.out")
 [ -n "$partition" ] && args+=(--partition="$partition")

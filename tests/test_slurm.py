@@ -2,11 +2,13 @@
 
 A submitted recipe trains to the end; USR1 (Slurm's time-limit warning) makes the job save, requeue itself
 and resume to the same weights as an uninterrupted run, on one node and on two; a cancel saves and is not
-requeued, a failing start is not requeued, and the same command then resumes; bad input is refused.
+requeued, a failing start is not requeued, and the same command then resumes; bad input is refused, the
+command's config with train.py's own check before anything is queued; the run directory is a local run's.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 
@@ -20,7 +22,7 @@ SBATCH = ROOT / "slurm" / "train.sbatch"
 RECIPE = "resnext29_demo_digits"
 # TINY without the recipe (submit.sh's first argument) and the device (train.sbatch sets cpu on CPU nodes)
 BASE = [o for o in TINY if not o.startswith(("+recipe=", "trainer.device="))]
-RUN = [*BASE, "trainer.epochs=2", "trainer.max_steps_per_epoch=8"]  # 16 steps
+RUN = [*BASE, "trainer.epochs=2", "trainer.max_steps_per_epoch=8", "trainer.progress=true"]  # 16 steps
 STEPS = 16
 JOB_ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # one thread per trainer on the 2 shared cores
 
@@ -89,6 +91,8 @@ def test_submit_trains_the_recipe_to_completion(cluster, uninterrupted, tmp_path
     assert_steps_once(d)
     text = log(d, job)
     assert "run status: finished" in text and "requeueing" not in text, text
+    # a batch job's log is a file: plain progress lines, no progress bar
+    assert "\r" not in (d / f"slurm-{job}.out").read_text() and "epoch 1/2 step 1/8: loss " in text, text
     assert cluster.restarts(job) == 0
     assert cluster.job(job)["JobName"] == f"resnext-{RECIPE}"
     start = records(d, "start")[0]
@@ -150,8 +154,11 @@ def test_cancel_saves_without_requeue_and_the_same_command_resumes(cluster, unin
     saved = torch.load(d / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
     assert saved["progress"]["global_step"] == stopped_at
 
-    # a start that fails (here: a bad override, exit 2) after a preempted one is not requeued
-    bad = submit(cluster, d, overrides=[*RUN, "model.cardinality=0"])
+    # a start that fails (here: a bad override, exit 2) after a preempted one is not requeued (submitted
+    # with sbatch itself: submit.sh would refuse it before queueing)
+    bad, _ = cluster.submit("sbatch", "--parsable", "--gres=none", "--cpus-per-task=1", f"--output={d}/slurm-%j.out",
+                            f"--export=ALL,RESNEXT_ROOT={ROOT},RUN_DIR={d},GPUS_PER_NODE=0,NPROC_PER_NODE=1",
+                            str(SBATCH), RECIPE, *RUN, "model.cardinality=0", env=JOB_ENV)
     assert cluster.wait(bad) == "FAILED", log(d, bad)
     assert cluster.restarts(bad) == 0
     assert "model.cardinality" in log(d, bad) and "ended without finishing" in log(d, bad)
@@ -164,8 +171,27 @@ def test_cancel_saves_without_requeue_and_the_same_command_resumes(cluster, unin
     assert_same_weights(uninterrupted[0], d)
 
 
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_submit_checks_the_command_as_train_py_does_and_queues_nothing_on_a_mistake(cluster, uninterrupted):
+    d, _ = uninterrupted
+    for overrides, expect in [
+        ([*RUN, "model.cardnality=4"], "unknown key model.cardnality; valid keys of model (cifar_resnext)"),
+        ([*RUN, "data.batch_size=30"], "data.batch_size=30 is the global batch and must be divisible by the world size 4"),
+        # the run directory was trained with lr 0.2: another lr is a new run (name=...), refused before queueing
+        ([*RUN, "optim.lr=0.5"], "this run directory was trained with other settings (optim.lr: 0.2 -> 0.5)"),
+    ]:
+        nodes = ["--nodes", "2", "--nproc", "2"] if "data.batch_size=30" in overrides else []
+        res = subprocess.run([str(SUBMIT), RECIPE, "--gpus-per-node", "0", *nodes, "--run-dir", str(d), *overrides],
+                             capture_output=True, text=True, env={**cluster.env, **JOB_ENV}, timeout=300)
+        assert res.returncode == 2 and res.stdout == "", (overrides, res.stdout, res.stderr)
+        assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1 and expect in res.stderr, res.stderr
+        assert cluster.run("squeue", "-h", "-o", "%i").stdout.strip() == ""  # nothing queued
+
+
 def run_submit(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SUBMIT), *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([str(SUBMIT), *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 @pytest.mark.parametrize("args, expect", [
@@ -180,6 +206,9 @@ def run_submit(*args: str) -> subprocess.CompletedProcess:
     ([RECIPE, "--nproc", "2"], "--nproc is for CPU nodes"),
     ([RECIPE, "--warn", "10"], "--warn must be at least 30"),
     ([RECIPE, "hydra.run.dir=/x"], "use --run-dir DIR"),
+    # train.py's own check (python -m resnext.compose), also for --dry-run
+    ([RECIPE, "--dry-run", "model.cardnality=4"], "unknown key model.cardnality"),
+    ([RECIPE, "--dry-run", "--gpus-per-node", "0", "--nproc", "3"], "divisible by the world size 3"),
 ])
 def test_submit_refuses_bad_input_in_one_line(args, expect):
     res = run_submit(*args)
@@ -210,9 +239,12 @@ def test_submit_help_and_the_sbatch_command_it_builds():
     cpu = dry("--gpus-per-node", "0", "--nproc", "2", "--warn", "300")
     for part in ("--gres=none", "--cpus-per-task=2", "NPROC_PER_NODE=2", "--signal=B:USR1@300", "STOP_GRACE=280"):
         assert part in cpu, cpu
-    # a stable run dir per recipe and overrides (a resubmission resumes), whatever their order
-    a, b, c = dry("x=1", "y=2"), dry("y=2", "x=1"), dry("x=1", "y=3")
+    # the run directory is the one a local run of the same command uses (a resubmission resumes it)
+    from resnext.compose import run_dir_of
+
     run_dir = re.compile(r"--output=(\S+)/slurm-%j\.out")
-    assert run_dir.search(a)[1] == run_dir.search(b)[1] != run_dir.search(c)[1]
-    assert run_dir.search(dry())[1] == str(ROOT / "outputs" / RECIPE)
-    assert run_dir.search(a)[1].startswith(str(ROOT / "outputs" / f"{RECIPE}-"))
+    for overrides in ([], ["optim.lr=0.3"], ["name=other", "trainer.epochs=3"]):
+        local = run_dir_of([f"+recipe={RECIPE}", *overrides])
+        assert run_dir.search(dry(*overrides))[1] == str(ROOT / local), overrides
+    assert run_dir.search(dry("optim.lr=0.3"))[1] == str(ROOT / "outputs" / RECIPE)
+    assert run_dir.search(dry("name=other"))[1] == str(ROOT / "outputs" / "other")

@@ -167,21 +167,56 @@ SHOW_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", 
               "--shell-completion")
 
 
-def precheck(argv: list[str]) -> None:
+def precheck(argv: list[str], world: int | None = None, cuda: bool | None = None) -> None:
     """Compose and validate what the command line asks for (each sweep point) and check the run
     directory; exit 2 on a mistake. Runs before Hydra starts, so a bad command writes nothing anywhere.
-    Skipped for Hydra's showing flags (``--cfg job``, ``--help``, ``--info``): they train nothing."""
+    Skipped for Hydra's showing flags (``--cfg job``, ``--help``, ``--info``): they train nothing.
+    ``world`` and ``cuda`` default to this process's (WORLD_SIZE or SLURM_NTASKS; a visible GPU)."""
     import torch
 
     if any(a.split("=", 1)[0] in SHOW_FLAGS for a in argv):
         return
     overrides = [a for a in argv if not a.startswith("-")]
-    world = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
+    if world is None:
+        world = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
+    cuda = torch.cuda.is_available() if cuda is None else cuda
     try:
         for combo in expand_sweeps(overrides):
             cfg = compose_config(combo)
-            validate(cfg, world, torch.cuda.is_available())
+            validate(cfg, world, cuda)
         if not any(a in ("-m", "--multirun") for a in argv):
             check_run_dir(run_dir_of(overrides))
     except ConfigError as e:
         fail(str(e))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m resnext.compose [--world N] [--cuda] OVERRIDES...`: train.py's own check of a command for
+    a job that starts elsewhere (slurm/submit.sh, before sbatch): the precheck at the job's world size and
+    device, then the run directory's saved settings (a resume with others is refused, as the job would);
+    prints the run directory (Hydra's hydra.run.dir, as a local run resolves it). One line, exit 2 on a mistake."""
+    import sys
+
+    from .engine.rundir import check_resume, saved_config
+    from .errors import OneLineParser, UserError
+
+    parser = OneLineParser(prog="python -m resnext.compose", description=main.__doc__)
+    parser.add_argument("--world", type=int, default=1, help="training processes of the job (all nodes)")
+    parser.add_argument("--cuda", action="store_true", help="the job's nodes have GPUs")
+    args, overrides = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if any(o.startswith("-") for o in overrides):
+        parser.error(f"unknown option {next(o for o in overrides if o.startswith('-'))}")
+    precheck(overrides, args.world, args.cuda)
+    try:
+        run_dir = run_dir_of(overrides)
+        saved = saved_config(run_dir)
+        if saved is not None:
+            cfg = compose_config(overrides)
+            check_resume(saved, cfg, list(cfg.trainer.accept_changes))
+    except UserError as e:
+        fail(str(e))
+    print(run_dir)
+
+
+if __name__ == "__main__":
+    main()
