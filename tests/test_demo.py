@@ -18,7 +18,8 @@ def test_make_demo_reaches_under_5_percent(tmp_path):
     assert m, res.stdout[-2000:]
     err = float(m.group(1))
     assert err < 5.0
-    assert "it/s" in res.stderr or "s/it" in res.stderr  # the progress bar was shown
+    # stderr is a pipe here, not a terminal: plain progress lines on stdout instead of a bar
+    assert "epoch ETA" in res.stdout and "\r" not in res.stderr
     final = records(tmp_path / "demo", "epoch")[-1]
     assert final["val_top1_err"] == pytest.approx(err, abs=0.006)
     assert final["epoch"] == 11
