@@ -26,9 +26,14 @@ register()
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from resnext.errors import EXIT_REQUEUE
+    from resnext.requeue import save_then_requeue
     from resnext.session import run
 
-    code = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    with save_then_requeue() as requeue:  # a point of hydra/launcher=submitit_slurm: see resnext/requeue.py
+        code = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        if code == EXIT_REQUEUE:
+            requeue()  # after submitit's time-limit signal: submitit resubmits this point (and exits)
     if code:
         sys.exit(code)
 

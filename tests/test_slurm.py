@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 import torch
-from runs import ROOT, TINY, records, train, weights
+from runs import PY, ROOT, TINY, records, train, weights
 from slurm_cluster import Cluster, cluster_or_skip, read_log
 
 SUBMIT = ROOT / "slurm" / "submit.sh"
@@ -187,6 +187,45 @@ def test_submit_checks_the_command_as_train_py_does_and_queues_nothing_on_a_mist
         assert res.returncode == 2 and res.stdout == "", (overrides, res.stdout, res.stderr)
         assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1 and expect in res.stderr, res.stderr
         assert cluster.run("squeue", "-h", "-o", "%i").stdout.strip() == ""  # nothing queued
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_hydra_submitit_launcher_runs_one_job_per_point_and_a_timed_out_point_resumes(cluster, uninterrupted,
+                                                                                        tmp_path):
+    """`python train.py -m hydra/launcher=submitit_slurm ...`: each point is a Slurm job; submitit's time-limit
+    signal (USR2) makes the point save, submitit requeues it, and it ends with the uninterrupted weights; a
+    point requeued by Slurm (preemption) saves on TERM and resumes."""
+    point = [o for o in RUN if not o.startswith("model.cardinality=")]
+    launcher = ["hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1",
+                "hydra.launcher.max_num_timeout=3"]
+    sweep = subprocess.Popen([PY, str(ROOT / "train.py"), "-m", *launcher, f"+recipe={RECIPE}", *point,
+                              "trainer.device=cpu", "model.cardinality=1,2"], cwd=tmp_path, text=True,
+                             env={**cluster.env, **JOB_ENV}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        d = tmp_path / "multirun" / RECIPE / "model.cardinality=2"  # the uninterrupted run's settings
+        job = cluster.wait_until(lambda: next((j for j in cluster.run("squeue", "-h", "-o", "%i").stdout.split()
+                                               if j.endswith("_1")), None), "the sweep's second job", timeout=300)
+        signal_mid_run(cluster, d, job, "--signal=USR2")  # what submitit asks Slurm to send before the limit
+        # the other point is preempted as PreemptMode=REQUEUE does it: TERM, the trainer saves, Slurm requeues
+        other = d.parent / "model.cardinality=1"
+        requeued = not any(r["kind"] == "end" for r in records(other))  # (it did not finish already)
+        if requeued:
+            cluster.wait_until(lambda: any(r["step"] >= 3 for r in records(other, "step")), "the other point", 300)
+            cluster.run("scontrol", "requeue", job[:-1] + "0")
+        out, _ = sweep.communicate(timeout=600)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 0, out[-3000:]
+    assert sorted(p.name for p in (d.parent / ".submitit").iterdir() if p.is_dir()) == sorted(
+        [job.split("_")[0], f"{job.split('_')[0]}_0", job])  # an array job: one task per point
+    (first, stopped_at), second = ends(d)
+    assert first == "preempted" and 3 <= stopped_at < STEPS and second == ("finished", STEPS)
+    assert [r["start_step"] for r in records(d, "start")] == [0, stopped_at]
+    assert_steps_once(d)
+    assert_same_weights(uninterrupted[0], d)
+    assert [s for s, _ in ends(other)] == (["preempted", "finished"] if requeued else ["finished"])
+    assert_steps_once(other)
 
 
 def run_submit(*args: str) -> subprocess.CompletedProcess:
