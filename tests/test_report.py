@@ -319,3 +319,15 @@ def test_bad_input_one_line_exit_2(tmp_path):
         assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
         assert res.stdout == ""
     assert not (tmp_path / "out").exists()  # nothing written on bad input
+
+
+def test_params_of_a_from_data_run_are_the_ones_the_trainer_measured(tmp_path):
+    """model.num_classes=0 (from the folder): the report takes the trainer's own count, not 1000 classes."""
+    from omegaconf import OmegaConf
+
+    from resnext.report import Run, complexity
+
+    cfg = OmegaConf.create({"model": {"arch": "resnet", "depth": 18, "num_classes": 0},
+                            "data": {"dataset": "imagenet", "image_size": 64}})
+    run = Run(tmp_path, cfg, [{"kind": "start", "params": 11_181_642, "macs": 148_000_000}])
+    assert complexity(run) == (11.181642, 0.148)

@@ -191,6 +191,9 @@ def complexity(run: Run) -> tuple[float | None, float | None]:
     model = OmegaConf.to_container(run.cfg.model, resolve=True)
     model.pop("init_from", None)
     if not model.get("num_classes"):  # 0 = taken from the data set
+        measured = [r for r in run.of("start") if r.get("params") and r.get("macs")]
+        if measured:  # the trainer measured the model it built, at the data's real class count
+            return measured[-1]["params"] / 1e6, measured[-1]["macs"] / 1e9
         model["num_classes"] = DATASET_CLASSES.get(str(run.get("data.dataset")), 1000)
     try:
         return _measure(json.dumps(model, sort_keys=True), int(run.get("data.image_size") or 224))
