@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .blocks import build_stages, init_weights, projection
+from .blocks import add_imagenet_stem, build_stages, init_weights, projection
 from .family import ModelConfig
 
 STAGES: dict[int, tuple[int, int, int, int]] = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
@@ -76,10 +76,7 @@ class ResNet(nn.Module):
                              "(ResNet-50 and deeper: model=resnext model.cardinality=1 model.width=64)")
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        add_imagenet_stem(self)
 
         def block(in_ch: int, planes: int, stride: int, *_) -> nn.Module:
             return BasicBlock(in_ch, planes, stride)

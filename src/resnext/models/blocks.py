@@ -37,6 +37,15 @@ def build_stages(net: nn.Module, in_ch: int, plan: Sequence[tuple[int, int]],
     return in_ch
 
 
+def add_imagenet_stem(net: nn.Module) -> None:
+    """The ImageNet stem every family shares: 7x7/2 conv to 64 channels, BN, ReLU, 3x3/2 max pool
+    (torchvision's names: conv1, bn1, relu, maxpool)."""
+    net.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+    net.bn1 = nn.BatchNorm2d(64)
+    net.relu = nn.ReLU(inplace=True)
+    net.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+
+
 def projection(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
     """Type-B projection shortcut: 1x1 conv + BN (used only where the shape changes)."""
     return nn.Sequential(

@@ -7,7 +7,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .blocks import Bottleneck, BottleneckA, BottleneckB, build_stages, check_shape, init_weights
+from .blocks import (
+    Bottleneck,
+    BottleneckA,
+    BottleneckB,
+    add_imagenet_stem,
+    build_stages,
+    check_shape,
+    init_weights,
+)
 from .family import ModelConfig
 
 STAGES: dict[int, tuple[int, int, int, int]] = {
@@ -107,10 +115,7 @@ class ResNeXt(nn.Module):
         check_shape(cardinality, width)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        add_imagenet_stem(self)
 
         def block(in_ch: int, planes: int, stride: int, *_) -> nn.Module:
             return Bottleneck(in_ch, planes, stride, cardinality, width, shortcut)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .blocks import build_stages, check_shape, group_width, init_weights
+from .blocks import add_imagenet_stem, build_stages, check_shape, group_width, init_weights
 from .family import ModelConfig
 from .imagenet import PLANES, STAGES, shape_name
 
@@ -96,10 +96,7 @@ class PreResNet(nn.Module):
         check_shape(cardinality, width)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        add_imagenet_stem(self)
 
         def block(in_ch: int, planes: int, stride: int, stage: int, index: int) -> nn.Module:
             preact = "residual" if index > 0 else "none" if stage == 0 else "both"
