@@ -100,7 +100,7 @@ def test_real_sweep_table_matches_metrics(sweep, tmp_path):
     assert sorted(rows) == [f"resnext29_cifar10_fig7 (C={c})" for c in (1, 2)]
     for c in (1, 2):
         row = rows[f"resnext29_cifar10_fig7 (C={c})"]
-        run_dir = next(p for p in sweep.iterdir() if f"model.cardinality={c}," in p.name)
+        run_dir = sweep / f"model.cardinality={c}"
         assert row["path"] == str(run_dir)
         epochs = records(run_dir, "epoch")
         (st,) = records(run_dir, "start")
