@@ -1,5 +1,5 @@
-"""10-crop evaluation (resnext.crops): crop geometry on hand-made images, torchvision's ten_crop agrees, and
-the model wrapper averages the softmax of the ten crops."""
+"""10-crop evaluation (resnext.crops): crop geometry on hand-made images, torchvision's ten_crop agrees, DALI's
+crop positions land on the same boxes, and evaluation averages the softmax of each image's ten crops."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchvision.transforms.functional as F
 
-from resnext.crops import TenCrop, crop_boxes, ten_crops
+from resnext.crops import crop_boxes, mean_over_crops, mirrored_boxes, ten_crops
 
 
 def positions(h: int, w: int, n: int = 1) -> torch.Tensor:
@@ -17,35 +17,49 @@ def positions(h: int, w: int, n: int = 1) -> torch.Tensor:
     return torch.stack([torch.stack([rows + 1000 * i, cols]) for i in range(n)])
 
 
+def crop_of(crops: torch.Tensor, image: int, k: int) -> torch.Tensor:
+    """Crop k of image ``image`` from ten_crops' image-major (N * 10, ...) rows."""
+    return crops[10 * image + k]
+
+
 @pytest.mark.parametrize("h,w,size", [(5, 7, 3), (8, 8, 4), (6, 9, 6), (4, 4, 4)])
 def test_crops_are_centre_and_corners_then_mirrored(h, w, size):
     x = positions(h, w, n=2)
     crops = ten_crops(x, size)
-    assert crops.shape == (10, 2, 2, size, size)
+    assert crops.shape == (20, 2, size, size)
     centre = (round((h - size) / 2), round((w - size) / 2))
     tops_lefts = [centre, (0, 0), (0, w - size), (h - size, 0), (h - size, w - size)]
     assert crop_boxes(h, w, size) == tops_lefts
     for k, (top, left) in enumerate(tops_lefts):
         for i in range(2):
-            c = crops[k, i]
+            c = crop_of(crops, i, k)
             # the crop's top-left pixel is at (top, left) of image i, and it spans size rows and columns
             assert c[0, 0, 0] == 1000 * i + top and c[1, 0, 0] == left
             assert c[0, -1, 0] == 1000 * i + top + size - 1 and c[1, 0, -1] == left + size - 1
             # the mirrored crop k + 5 is crop k of the mirrored image: column j of it is column w - 1 - j
-            m = crops[k + 5, i]
+            m = crop_of(crops, i, k + 5)
             assert m[1, 0, 0] == w - 1 - left and m[1, 0, -1] == w - size - left
             assert torch.equal(m[0], c[0])  # same rows
     # the mirrored corners come from the opposite side of the original: the TL crop of the mirror holds
     # the original's top-right columns, reversed
-    assert torch.equal(crops[6], torch.flip(crops[2], dims=[3]))
-    assert torch.equal(crops[8], torch.flip(crops[4], dims=[3]))
+    assert torch.equal(crops[6], torch.flip(crops[2], dims=[2]))
+    assert torch.equal(crops[8], torch.flip(crops[4], dims=[2]))
+    assert mirrored_boxes(h, w, size) == [(t, w - size - left) for t, left in tops_lefts]
 
 
 def test_odd_slack_mirrored_centre_sits_one_pixel_over():
     x = positions(3, 6, n=1)  # w - size = 3: centre left = round(1.5) = 2; in the mirror, also 2 -> original 1
     crops = ten_crops(x, 3)
-    assert crops[0, 0, 1, 0].tolist() == [2, 3, 4]
-    assert crops[5, 0, 1, 0].tolist() == [3, 2, 1]
+    assert crops[0, 1, 0].tolist() == [2, 3, 4]
+    assert crops[5, 1, 0].tolist() == [3, 2, 1]
+    assert mirrored_boxes(3, 6, 3)[0] == (0, 1)
+
+
+def torchvision_order(img: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """torchvision's ten_crop (tl, tr, bl, br, centre, then the same of the mirror) in our order."""
+    tv = F.ten_crop(img, [size, size])
+    order = [4, 0, 1, 2, 3]
+    return [tv[j] for j in order] + [tv[5 + j] for j in order]
 
 
 @pytest.mark.parametrize("h,w,size", [(5, 7, 3), (8, 8, 4), (9, 6, 5), (10, 13, 7)])
@@ -53,10 +67,8 @@ def test_same_crops_as_torchvision_ten_crop(h, w, size):
     x = torch.randn(3, 3, h, w)
     ours = ten_crops(x, size)
     for i in range(3):
-        tv = F.ten_crop(x[i], [size, size])  # tl, tr, bl, br, centre, then the same of the mirrored image
-        order = [4, 0, 1, 2, 3]
-        want = [tv[j] for j in order] + [tv[5 + j] for j in order]
-        assert all(torch.equal(ours[k, i], want[k]) for k in range(10))
+        want = torchvision_order(x[i], size)
+        assert all(torch.equal(crop_of(ours, i, k), want[k]) for k in range(10))
 
 
 def test_too_large_a_crop_is_refused():
@@ -64,35 +76,91 @@ def test_too_large_a_crop_is_refused():
         ten_crops(torch.zeros(1, 3, 8, 10), 9)
 
 
-class Probe(torch.nn.Module):
-    """A 'model' whose logits are a fixed function of the crop: its mean and its top-left pixel."""
+def test_dali_crop_positions_land_on_our_boxes():
+    """DALI's crop anchor is round-half-up(crop_pos * (n - crop)) in float32: the positions resnext.data.dali
+    gives the ten crops start where crop_boxes / mirrored_boxes say, for every slack up to 700 pixels."""
+    import numpy as np
 
-    def forward(self, x):
-        self.seen = x.shape
-        return torch.stack([x.mean(dim=(1, 2, 3)), x[:, 0, 0, 0], -x[:, 1, -1, -1]], dim=1)
+    from resnext.data.dali import center, mirrored_center, ten_crop_positions
+
+    def anchor(pos, n, crop):
+        return int(np.floor(np.float32(pos) * np.float32(n - crop) + np.float32(0.5)))
+
+    crop = 5
+    for n in range(crop, crop + 700):
+        h, w = n, n + 3
+        boxes = crop_boxes(h, w, crop) + mirrored_boxes(h, w, crop)
+        pos = ten_crop_positions(center(w, crop), center(h, crop), mirrored_center(w, crop))
+        assert [m for _, _, m in pos] == [0] * 5 + [1] * 5
+        got = [(anchor(y, h, crop), anchor(x, w, crop)) for x, y, _ in pos]
+        assert got == boxes, n
 
 
-def test_model_wrapper_returns_log_of_mean_softmax():
-    x = torch.randn(4, 2, 9, 11)
-    probe = Probe()
-    out = TenCrop(probe, 5)(x)
-    assert probe.seen == (40, 2, 5, 5) and out.shape == (4, 3)
-    crops = ten_crops(x, 5)
-    want = torch.stack([Probe()(crops[k]).softmax(dim=1) for k in range(10)]).mean(dim=0)
+def test_mean_over_crops_is_log_of_mean_softmax():
+    logits = torch.randn(40, 3)
+    out = mean_over_crops(logits, 10)
+    assert out.shape == (4, 3)
+    want = torch.stack([logits[10 * i:10 * i + 10].softmax(dim=1).mean(dim=0) for i in range(4)])
     assert torch.allclose(out.exp(), want, atol=1e-6)
     assert torch.allclose(out.exp().sum(dim=1), torch.ones(4))
     # cross-entropy on the output is -log of the averaged probability of the label
     y = torch.tensor([0, 2, 1, 0])
     ce = torch.nn.functional.cross_entropy(out, y)
     assert ce.item() == pytest.approx(-want[torch.arange(4), y].log().mean().item(), rel=1e-5)
+    assert mean_over_crops(logits, 1) is logits  # one crop: the logits as they are
 
 
-def test_channels_last_input_stays_channels_last():
-    x = torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)
-    crops = TenCrop(Probe(), 6)
+def test_engine_evaluate_counts_each_image_once_from_ten_crop_loaders():
+    """A ten-crop val loader (synthetic here) serves ten rows per label; the engine's evaluate averages them
+    back to one prediction per image, so the sample count is the data set's, not ten times it."""
+    from resnext.compose import compose_config
+    from resnext.data import Placement, build_loaders
+    from resnext.engine.loop import evaluate
+    from resnext.engine.precision import resolve
+
+    cfg = compose_config(["data.dataset=synthetic", "data.synthetic_val=12", "data.synthetic_size=8",
+                          "data.batch_size=4", "data.eval_crops=10"])
+    place = Placement(0, 1, torch.device("cpu"), torch.float32, False, 0)
+    val = build_loaders(cfg.data, place, 3).val
+    assert val.crops == 10 and [tuple(x.shape) for x, _ in val][0] == (40, 3, 8, 8)
     seen = []
-    crops.model.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous(
-        memory_format=torch.channels_last)))
-    crops(x)
-    crops(x.contiguous())
-    assert seen == [True, False]
+
+    class Mean(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(3))
+
+        def forward(self, x):
+            seen.append(x.shape[0])
+            return x.mean(dim=(1, 2, 3))[:, None] * self.w
+
+    res = evaluate(Mean(), val, resolve("fp32", "false", torch.device("cpu")))
+    assert res["samples"] == 12 and seen == [40, 40, 40]
+
+
+def test_eval_crops_other_than_1_or_10_is_one_line():
+    from resnext.compose import compose_config
+    from resnext.config import validate
+    from resnext.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^data.eval_crops=5 is not valid; choose one of 1, 10$"):
+        validate(compose_config(["+recipe=resnext29_demo_digits", "data.eval_crops=5"]))
+
+
+def test_in_memory_sets_crop_their_stored_images():
+    """digits with data.eval_crops=10: each val batch is ten_crops of the single-crop batch (the whole
+    16x16 images), labels once; a crop larger than the images is refused in one line."""
+    from resnext.compose import compose_config
+    from resnext.data import DataError, Placement, build_loaders
+
+    place = Placement(0, 1, torch.device("cpu"), torch.float32, False, 0)
+    base = ["+recipe=resnext29_demo_digits", "data.eval_batch_size=64"]
+    one = build_loaders(compose_config(base).data, place).val
+    ten = build_loaders(compose_config(base + ["data.eval_crops=10", "data.val_crop=12"]).data, place).val
+    assert (one.crops, ten.crops) == (1, 10)
+    for (x1, y1), (x10, y10) in zip(one, ten, strict=True):
+        assert x1.shape[-2:] == (16, 16) and torch.equal(y1, y10)
+        assert torch.equal(x10, ten_crops(x1, 12))
+    with pytest.raises(DataError, match=r"^data.val_crop=20: ten crops of 20x20 do not fit in the 16x16 images; "
+                                        r"choose data.val_crop <= 16$"):
+        build_loaders(compose_config(base + ["data.eval_crops=10", "data.val_crop=20"]).data, place)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import io
 import math
 import random
 from pathlib import Path
@@ -132,6 +133,68 @@ def test_eval_parity_small_images_and_layouts(photo_root, mode, cl):
     assert a.shape == b.shape == (13, 3, 40, 40) and a.dtype == b.dtype
     assert a.is_contiguous(memory_format=torch.channels_last) == b.is_contiguous(memory_format=torch.channels_last) == cl
     assert levels(a, b).max() <= 1.001
+
+
+def ten_crop_oracle(root, mode: str) -> torch.Tensor:
+    """fb.resnet.torch's ten crops written with torchvision: each val image (in the loaders' order) resized
+    to shorter side RESIZE, torchvision's ten_crop of CROP from the whole resized image, in resnext.crops
+    order (centre, TL, TR, BL, BR, then the mirror's five), normalized."""
+    from resnext.data.imagenet import open_sources
+    from resnext.data.imagenet_folder import MEAN, STD
+
+    _, val = open_sources(cfg(root, "torch"))
+    order = [4, 0, 1, 2, 3]
+    out = []
+    for i in range(len(val)):
+        with Image.open(io.BytesIO(val.read(i)[0])) as im:
+            img = F.resize(im.convert("RGB"), RESIZE, F.InterpolationMode(mode), antialias=True)
+        tv = [F.normalize(F.to_tensor(c), MEAN, STD) for c in F.ten_crop(img, [CROP, CROP])]
+        out += [tv[j] for j in order] + [tv[5 + j] for j in order]
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_ten_crops_are_torchvision_ten_crop_of_the_whole_resized_image(unsaturated_root, mode):
+    """Guarantee: data.eval_crops=10 delivers, per image, torchvision's ten_crop of the image resized to
+    shorter side val_resize (not of the center square): torchvision backend exactly (float noise aside),
+    dali_cpu within one level (this folder's values stay off 0 and 255, see above), on random sizes, most
+    not square, with odd slack on both axes; ten rows per label, channels_last as asked. The corner crops
+    reach the image's border, where PIL and DALI handle the filter differently (measured: 6,282 of 42 million
+    values on the outermost ring off by 2-4 levels, bilinear; bicubic up to 3 pixels in, max 4)."""
+    want = ten_crop_oracle(unsaturated_root, mode)
+    n = len(random_sizes())
+    assert want.shape == (10 * n, 3, CROP, CROP)
+    for backend in BACKENDS:
+        for cl in (False, True):
+            c = cfg(unsaturated_root, backend, batch_size=4, val_resize=RESIZE, val_crop=CROP, interpolation=mode,
+                    eval_crops=10)
+            ld = build_loaders(c, place(cl=cl)).val
+            batches = list(ld)
+            x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+            assert ld.crops == 10 and x.shape == want.shape and len(y) == n
+            assert all(len(b[0]) == 10 * len(b[1]) for b in batches)
+            assert x.is_contiguous(memory_format=torch.channels_last) == cl
+            diff = levels(x, want)
+            if backend == "torch":
+                assert diff.max() <= 1e-4
+            else:  # resize filters at the image's border differ, as for training crops (see below)
+                inner = diff[:, :, edge_distance(CROP) >= (1 if mode == "bilinear" else 6)]
+                assert inner.max() <= 1.001 and diff.max() <= (5.001 if mode == "bilinear" else 4.001)
+                assert diff.mean() < 0.25
+    # most images are far from square: corners taken from the center RESIZE square would sit 40+ pixels
+    # off the oracle's, tens of levels on these textures
+    assert sum(RESIZE * max(w, h) / min(w, h) >= RESIZE + 40 for w, h in random_sizes()) >= 15
+
+
+@pytest.mark.gpu
+def test_gpu_ten_crops_as_torchvision(sizes_root):
+    """dali_gpu's ten-crop graph is the CPU one on GPU operators: within about a level of torchvision's
+    (nvJPEG's decoding differs by about a level; a crop in the wrong place by tens). Written without a GPU."""
+    p = Placement(0, 1, torch.device("cuda", 0), torch.float32, False, 0)
+    c = cfg(sizes_root, "dali_gpu", batch_size=4, val_resize=RESIZE, val_crop=CROP, eval_crops=10)
+    a = torch.cat([x.cpu() for x, _ in build_loaders(c, p).val])
+    want = ten_crop_oracle(sizes_root, "bilinear")
+    assert a.shape == want.shape and levels(a, want).mean() < 1
 
 
 def edge_distance(side: int) -> torch.Tensor:

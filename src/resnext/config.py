@@ -70,6 +70,7 @@ class DataConfig:
     image_size: int = 224  # side of the square training crop
     val_resize: int = II("resnext.eval_resize:${.image_size}")  # evaluation: shorter side resized to this; default round(image_size / 0.875)
     val_crop: int = II(".image_size")  # evaluation: center crop of this side; default data.image_size
+    eval_crops: int = 1  # evaluation crops per image: 1 (val_crop centre) | 10 (centre + corners, each mirrored; softmax mean)
     interpolation: str = "bilinear"  # ImageNet resize filter, training crops and evaluation: bilinear | bicubic
     min_area: float = 0.08  # smallest crop area fraction of the scale augmentation
     min_aspect: float = 0.75  # smallest crop aspect ratio (the largest is its inverse)
@@ -181,6 +182,7 @@ CHOICES = {
     "data.dataset": ("imagenet", "cifar10", "cifar100", "digits", "synthetic"),
     "data.backend": ("auto", "dali_gpu", "dali_cpu", "torch", "synthetic"),
     "data.interpolation": ("bilinear", "bicubic"),
+    "data.eval_crops": ("1", "10"),
     "schedule.name": ("step", "cosine"),
     "schedule.granularity": ("step", "epoch"),
     "optim.no_decay": NO_DECAY,

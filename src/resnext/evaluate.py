@@ -12,12 +12,11 @@ best.pt, the epoch chosen on this very evaluation set, so an optimistic number).
 directory (RUN/checkpoints/X.pt) brings that run's config.yaml too. Another weights file (ours,
 torchvision's or timm's layout) takes its model from +recipe=NAME or model.* overrides.
 
---crops 10: the centre and four corner val_crop crops, each also mirrored, softmax averaged
-(resnext.crops; fb.resnet.torch's TenCrop), counted exactly over ranks like the single crop. Each batch
-runs ten times the images (lower data.eval_batch_size if memory is short). The crops are taken from
-what the val loaders deliver, the image resized to shorter side val_resize and center-cropped to a
-val_resize square: for a non-square image the corner crops lie inside that square, not at the corners
-of the whole resized image as fb.resnet.torch's (the loaders do not yet deliver the uncropped image).
+--crops 10: the centre and four corner val_crop crops, each also mirrored, softmax averaged (resnext.crops;
+fb.resnet.torch's TenCrop), counted exactly over ranks like the single crop. For ImageNet-style data the
+crops are taken from the whole image resized to shorter side val_resize, as fb.resnet.torch takes them;
+in-memory sets (CIFAR, digits) crop their stored images. Each batch runs ten times the images (lower
+data.eval_batch_size if memory is short). Same as the override data.eval_crops=10.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from omegaconf import OmegaConf
 
 from .compose import compose_config
 from .config import validate
-from .crops import CROPS, TenCrop
+from .crops import CROPS
 from .data import Placement, build_loaders
 from .engine.dist import init_world, shutdown
 from .engine.loop import evaluate
@@ -66,28 +65,25 @@ def main(argv: list[str] | None = None) -> None:
         precision = resolve(cfg.trainer.precision, cfg.trainer.channels_last, world.device)
         place = Placement(world.rank, world.world_size, world.device, precision.input_dtype,
                           precision.channels_last, cfg.trainer.seed)
-        data = cfg.data  # --crops 10: the loader's centre crop grows to the val_resize square, the crops come from it
-        if args.crops == 10:
-            data = OmegaConf.merge(data, {"val_crop": int(data.val_resize)})
-        loaders = build_loaders(data, place, cfg.model.num_classes)
+        if args.crops != 1:  # the val loader delivers each image's crops; evaluate averages them
+            cfg.data.eval_crops = args.crops
+        loaders = build_loaders(cfg.data, place, cfg.model.num_classes)
         spec = src.stored or OmegaConf.to_container(cfg.model, resolve=True)
         if not spec.get("num_classes"):  # 0 = "from the data"
             spec = {**spec, "num_classes": cfg.model.num_classes or loaders.num_classes}
         model = instantiate(spec, src).to(world.device, memory_format=precision.memory_format)
-        if args.crops == 10:
-            model = TenCrop(model, int(cfg.data.val_crop))
         res = evaluate(model, loaders.val, precision)
     except UserError as e:
         shutdown()
         fail(str(e))
     if world.is_main:
         d = cfg.data
-        how = (f"{d.val_crop}x{d.val_crop} center crop" if args.crops == 1 else
-               f"10 crops of {d.val_crop}x{d.val_crop}: centre, corners, mirrored, of the {d.val_resize} square")
+        how = (f"{d.val_crop}x{d.val_crop} center crop" if d.eval_crops == 1 else
+               f"10 crops of {d.val_crop}x{d.val_crop}: centre, corners, mirrored")
         print(f"{weights}: top-1 error {res['top1_err']:.2f}%, top-5 error {res['top5_err']:.2f}% on "
               f"{res['samples']} images ({how} of shorter side {d.val_resize})")
         print(json.dumps({"weights": str(weights), **res, "val_crop": d.val_crop, "val_resize": d.val_resize,
-                          "crops": args.crops}))
+                          "crops": d.eval_crops}))
     shutdown()
 
 

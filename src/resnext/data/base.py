@@ -14,6 +14,7 @@ class Loader(Protocol):
 
     - ``__iter__`` yields ``(images, labels)``: images float (dtype per precision) normalized, NCHW
       tensors that are channels_last in memory when asked; labels int64; both on the training device.
+      A ten-crop val loader (``crops`` = 10) yields each image's ten crops as consecutive rows, N labels.
     - ``__len__`` is the exact number of batches this rank yields in one epoch. For training every
       rank yields the same number of full batches (the remainder of the epoch's permutation is
       dropped); for evaluation the ranks together yield every sample exactly once, no padding.
@@ -22,6 +23,7 @@ class Loader(Protocol):
     """
 
     num_samples: int  # samples this rank yields in one epoch
+    crops: int  # image rows per sample: 1, or 10 for a ten-crop val loader (resnext.crops; labels: one per sample)
 
     def __len__(self) -> int: ...
 

@@ -94,5 +94,5 @@ def build_memory(cfg, place: Placement) -> Loaders:
     train = MemoryLoader(xtr, ytr, cfg.batch_size // w, place, mean, std, True, cfg.pad, cfg.flip)
     if len(train) == 0:
         raise DataError(f"data.batch_size={cfg.batch_size} is larger than the {len(ytr)} training samples")
-    val = MemoryLoader(xte, yte, eval_batch, place, mean, std, False)
+    val = MemoryLoader(xte, yte, eval_batch, place, mean, std, False, crops=cfg.eval_crops, crop=cfg.val_crop)
     return Loaders(train, val, classes, len(ytr), len(yte))

@@ -36,6 +36,20 @@ def center(n: int, crop: int) -> float:
     return round((n - crop) / 2) / (n - crop) if n > crop else 0.5
 
 
+def mirrored_center(n: int, crop: int) -> float:
+    """The crop_pos of the mirrored image's center crop, as a crop of the original (then mirrored):
+    it starts at n - crop - round((n - crop) / 2) (resnext.crops.mirrored_boxes)."""
+    return (n - crop - round((n - crop) / 2)) / (n - crop) if n > crop else 0.5
+
+
+def ten_crop_positions(pos_x, pos_y, mirror_x) -> list[tuple]:
+    """(crop_pos_x, crop_pos_y, mirror) of the ten crops in resnext.crops order: the centre (per-sample
+    positions), the four corners, then the mirrored image's five, each a mirrored crop of the original."""
+    plain = [(pos_x, pos_y, 0), (0.0, 0.0, 0), (1.0, 0.0, 0), (0.0, 1.0, 0), (1.0, 1.0, 0)]
+    mirror = [(mirror_x, pos_y, 1), (1.0, 0.0, 1), (0.0, 0.0, 1), (1.0, 1.0, 1), (0.0, 1.0, 1)]
+    return plain + mirror
+
+
 class Source:
     """DALI external source: the next batch of encoded images and labels read from an ImageSource, and for
     training each sample's augmentation (crop box, mirror, jitter factors, lighting-shifted mean) from
@@ -46,7 +60,7 @@ class Source:
 
     def __init__(self, images: ImageSource, cfg, batch: int, train: bool) -> None:
         self.images, self.aug, self.batch, self.train = images, AugConfig.of(cfg), batch, train
-        self.resize, self.crop = int(cfg.val_resize), int(cfg.val_crop)
+        self.resize, self.crop, self.crops = int(cfg.val_resize), int(cfg.val_crop), 1 if train else int(cfg.eval_crops)
         self.start([], [])
 
     def start(self, indices: list[int], positions: list[int], seed: int = 0, epoch: int = 0) -> None:
@@ -68,7 +82,10 @@ class Source:
         if not self.train:  # explicit sizes and crop positions: torchvision's rounding, not DALI's
             out = np.array([resized(w, h, self.resize) for w, h in sizes], np.float32).reshape(-1, 2)
             pos = np.array([[center(n, self.crop) for n in wh] for wh in out.tolist()], np.float32).reshape(-1, 2)
-            return data, labels, *(np.ascontiguousarray(a[:, i]) for a in (out, pos) for i in range(2))
+            cols = [np.ascontiguousarray(a[:, i]) for a in (out, pos) for i in range(2)]
+            if self.crops > 1:  # ten crops: also the mirrored image's centre
+                cols.append(np.array([mirrored_center(int(w), self.crop) for w in out[:, 0]], np.float32))
+            return data, labels, *cols
         n = len(idx)
         box, mirror = np.empty((n, 4), np.float32), np.empty(n, np.int32)
         jitter, mean = np.empty((n, 3), np.float32), np.empty((n, 3), np.float32)
@@ -111,7 +128,7 @@ def _jitter(images, brightness, contrast, saturation):
 def _pipeline(source: Source, cfg, place: Placement, batch: int, gpu: bool):
     """Train: fused decode + crop of the given box, resize, optional jitter, mirror, normalize with the
     lighting-shifted mean. Val: decode, resize the shorter side, center crop, normalize (sizes and crop
-    positions from Source, so the pixels are torchvision's). Resizes use data.interpolation. ``gpu``: the
+    positions from Source, so the pixels are torchvision's); with ten crops, the ten crops stacked. Resizes use data.interpolation. ``gpu``: the
     mixed (nvJPEG) decoder and GPU operators on place.device; else DALI's CPU mode (device_id=None)."""
     from nvidia.dali import fn, pipeline_def, types
 
@@ -142,13 +159,18 @@ def _pipeline(source: Source, cfg, place: Placement, batch: int, gpu: bool):
 
     @pipeline_def(batch_size=batch, num_threads=max(1, cfg.workers), device_id=device_id, prefetch_queue_depth=2)
     def val():
-        jpegs, labels, width, height, pos_x, pos_y = fn.external_source(source=source, num_outputs=6, batch=True)
+        ten = source.crops > 1
+        jpegs, labels, width, height, pos_x, pos_y, *mirror_x = fn.external_source(
+            source=source, num_outputs=7 if ten else 6, batch=True)
         # evaluation on the GPU: chroma upsampled as libjpeg-turbo (DALI's CPU mode, PIL) does it
         fancy = dict(jpeg_fancy_upsampling=True) if gpu else {}
         images = fn.decoders.image(jpegs, output_type=types.RGB, adjust_orientation=False, **decoder, **fancy)
         images = fn.resize(images, resize_x=width, resize_y=height, interp_type=interp, antialias=True)
-        images = fn.crop_mirror_normalize(images, dtype=dtype, output_layout=layout, crop=(cfg.val_crop, cfg.val_crop),
-                                          crop_pos_x=pos_x, crop_pos_y=pos_y, mean=[255 * m for m in MEAN], std=std)
+        boxes = ten_crop_positions(pos_x, pos_y, *mirror_x) if ten else [(pos_x, pos_y, 0)]
+        crops = [fn.crop_mirror_normalize(images, dtype=dtype, output_layout=layout, crop=(cfg.val_crop, cfg.val_crop),
+                                          crop_pos_x=x, crop_pos_y=y, mirror=m, mean=[255 * v for v in MEAN], std=std)
+                 for x, y, m in boxes]
+        images = fn.stack(*crops) if ten else crops[0]  # ten crops: (10, ...) per sample
         return images, labels.gpu() if gpu else labels
 
     return train() if source.train else val()
@@ -165,6 +187,7 @@ class DaliLoader:
         self.plan = ShardPlan.of(len(images), batch, place, train)
         self.num_samples = self.plan.num_samples
         self.source = Source(images, cfg, batch, train)
+        self.crops = self.source.crops
         self.epoch, self.start_step = 0, 0
         self._it = None  # DALIGenericIterator, reused while each epoch runs to its end
         self._clean = False  # the last epoch ran to its end: the pipeline can start the next one
@@ -217,6 +240,8 @@ class DaliLoader:
                 raise self._bad_file(step, e) from None
             step += 1
             x, y = out[0]["images"], out[0]["labels"]
+            if self.crops > 1:
+                x = x.flatten(0, 1)  # (N, 10, ...) -> each image's ten crops as consecutive rows
             if self.place.channels_last:
                 x = x.permute(0, 3, 1, 2)  # NHWC memory, NCHW view
             # dali_cpu feeding a GPU: the copy happens here (DALI's CPU output is not pinned)

@@ -13,6 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import functional as F
 
+from ..crops import ten_crops
 from ..errors import DataError
 from .base import Placement
 from .imagenet import interpolation
@@ -85,15 +86,18 @@ class TrainTransform:
 
 
 class ValTransform:
-    """Resize the shorter side to val_resize (antialiased bilinear or bicubic), center crop val_crop, normalize."""
+    """Resize the shorter side to val_resize (antialiased bilinear or bicubic), center crop val_crop, normalize.
+    With data.eval_crops=10: the ten val_crop crops of the resized image (resnext.crops), (10, C, crop, crop)."""
 
     def __init__(self, cfg) -> None:
-        self.resize, self.crop = int(cfg.val_resize), int(cfg.val_crop)
+        self.resize, self.crop, self.crops = int(cfg.val_resize), int(cfg.val_crop), int(cfg.eval_crops)
         self.filter = F.InterpolationMode(interpolation(cfg))
 
     def __call__(self, img: Image.Image, seed: int = 0) -> torch.Tensor:
-        img = F.center_crop(F.resize(img, self.resize, self.filter, antialias=True), self.crop)
-        return F.normalize(F.to_tensor(img), MEAN, STD)
+        img = F.resize(img, self.resize, self.filter, antialias=True)
+        if self.crops > 1:
+            return ten_crops(F.normalize(F.to_tensor(img), MEAN, STD)[None], self.crop)
+        return F.normalize(F.to_tensor(F.center_crop(img, self.crop)), MEAN, STD)
 
 
 class Samples(Dataset):
@@ -101,8 +105,8 @@ class Samples(Dataset):
     sample that cannot be read or decoded comes back as a blank image with label -1 - index (an exception
     raised in a worker would cost a traceback and a stuck worker): TorchLoader turns it into a DataError."""
 
-    def __init__(self, images: ImageSource, transform, side: int) -> None:
-        self.images, self.transform, self.side = images, transform, side
+    def __init__(self, images: ImageSource, transform, shape: tuple[int, ...]) -> None:
+        self.images, self.transform, self.shape = images, transform, shape  # shape: one item's image tensor
 
     def __len__(self) -> int:
         return len(self.images)
@@ -114,7 +118,7 @@ class Samples(Dataset):
             with Image.open(io.BytesIO(data)) as im:
                 img = im.convert("RGB")
         except Exception:  # a DataError from read, or one of PIL's many types for a bad file
-            return torch.zeros(3, self.side, self.side), -1 - i
+            return torch.zeros(self.shape), -1 - i
         return self.transform(img, seed), label
 
 
@@ -148,8 +152,11 @@ class TorchLoader:
         self.num_samples = self.plan.num_samples
         self.sampler = IndexSampler()
         workers = max(0, cfg.workers)
-        transform, side = (TrainTransform(cfg), cfg.image_size) if train else (ValTransform(cfg), cfg.val_crop)
-        self.loader = DataLoader(Samples(images, transform, int(side)), batch_size=batch, sampler=self.sampler,
+        self.crops = 1 if train else int(cfg.eval_crops)
+        side = int(cfg.image_size if train else cfg.val_crop)
+        shape = (3, side, side) if self.crops == 1 else (self.crops, 3, side, side)
+        transform = TrainTransform(cfg) if train else ValTransform(cfg)
+        self.loader = DataLoader(Samples(images, transform, shape), batch_size=batch, sampler=self.sampler,
                                  num_workers=workers, pin_memory=place.device.type == "cuda",
                                  persistent_workers=workers > 0, worker_init_fn=ignore_stop_signals)
         _LIVE.add(self.loader)
@@ -172,5 +179,7 @@ class TorchLoader:
             if (y < 0).any():  # CPU labels: no device sync
                 i = -1 - int(y.min())
                 raise find_bad(self.images, [i]) or DataError(f"{self.images.name(i)}: not decodable; {VERIFY_HINT}")
+            if self.crops > 1:
+                x = x.flatten(0, 1)  # (N, 10, C, H, W) -> each image's ten crops as consecutive rows
             x = x.to(dev, non_blocking=True).to(dtype=self.place.dtype, memory_format=fmt)
             yield x, y.to(dev, non_blocking=True)

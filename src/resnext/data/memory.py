@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import torch
 
+from ..crops import ten_crops
+from ..errors import DataError
 from .base import Placement
 from .plan import ShardPlan
 
@@ -27,6 +29,7 @@ class MemoryLoader:
     permutation, the remainder dropped; evaluation: its contiguous shard in order). Training
     augmentation (``pad`` > 0: pad, then random crop back to size; ``flip``: random mirror) is one
     gather per batch, drawn from (seed, epoch, step) for the global batch, of which the rank takes its part.
+    Evaluation with ``crops`` = 10 serves each stored image's ten ``crop`` crops (resnext.crops).
 
     The padding is added after normalisation, as zeros: the border is the normalisation mean colour, as in
     the official code (fb.resnet.torch's and ResNeXt's datasets/cifar10.lua: ColorNormalize, HorizontalFlip,
@@ -36,12 +39,16 @@ class MemoryLoader:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, place: Placement,
                  mean: tuple[float, ...], std: tuple[float, ...], train: bool, pad: int = 0,
-                 flip: bool = False) -> None:
+                 flip: bool = False, crops: int = 1, crop: int = 0) -> None:
         self.images = images.to(place.device)
         self.labels = labels.to(place.device, torch.int64)
         self.place = place
         self.pad = pad if train else 0
         self.flip = flip and train
+        self.crops, self.crop = (1, 0) if train else (crops, crop)  # evaluation: ten ``crop`` crops per image
+        if self.crops > 1 and crop > min(images.shape[-2:]):
+            raise DataError(f"data.val_crop={crop}: ten crops of {crop}x{crop} do not fit in the "
+                            f"{images.shape[-2]}x{images.shape[-1]} images; choose data.val_crop <= {min(images.shape[-2:])}")
         dev = place.device
         self.mean = torch.tensor(mean, device=dev).view(1, -1, 1, 1) * 255
         self.inv_std = 1 / (torch.tensor(std, device=dev).view(1, -1, 1, 1) * 255)
@@ -65,6 +72,8 @@ class MemoryLoader:
         if self.pad or self.flip:
             x = self._crop_flip(x, step)  # NHWC
             x = x.permute(0, 3, 1, 2)  # NCHW view with channels_last strides
+        if self.crops > 1:
+            x = ten_crops(x, self.crop)
         return x.contiguous(memory_format=torch.channels_last if self.place.channels_last else torch.contiguous_format)
 
     def _crop_flip(self, x: torch.Tensor, step: int) -> torch.Tensor:

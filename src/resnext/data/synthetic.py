@@ -15,15 +15,16 @@ DISTINCT_BATCHES = 4  # batches actually generated; the loader cycles through th
 class SyntheticLoader:
     """Yields ready batches of random data; costs nothing per step, so it measures the model alone."""
 
-    def __init__(self, n: int, batch: int, size: int, classes: int, place: Placement, train: bool) -> None:
+    def __init__(self, n: int, batch: int, size: int, classes: int, place: Placement, train: bool,
+                 crops: int = 1) -> None:
         plan = ShardPlan.of(n, batch, place, train)
-        self.steps, self.num_samples = plan.steps, plan.num_samples
+        self.steps, self.num_samples, self.crops = plan.steps, plan.num_samples, crops
         g = torch.Generator().manual_seed(place.seed * 31 + place.rank)
         fmt = torch.channels_last if place.channels_last else torch.contiguous_format
         self.batches = []
         for i in range(min(DISTINCT_BATCHES, max(self.steps, 1))):
             b = min(batch, self.num_samples - i * batch) if not train else batch
-            x = torch.randn(max(b, 0), 3, size, size, generator=g)
+            x = torch.randn(max(b, 0) * crops, 3, size, size, generator=g)  # ten-crop evaluation: ten rows each
             y = torch.randint(0, classes, (max(b, 0),), generator=g)
             self.batches.append((x.to(place.device, place.dtype).to(memory_format=fmt), y.to(place.device)))
         self.start_step = 0
@@ -43,5 +44,6 @@ def build_synthetic(cfg, place: Placement, num_classes: int) -> Loaders:
     w = place.world_size
     eval_batch = (cfg.eval_batch_size or cfg.batch_size) // w
     train = SyntheticLoader(cfg.synthetic_train, cfg.batch_size // w, cfg.synthetic_size, num_classes, place, True)
-    val = SyntheticLoader(cfg.synthetic_val, eval_batch, cfg.synthetic_size, num_classes, place, False)
+    val = SyntheticLoader(cfg.synthetic_val, eval_batch, cfg.synthetic_size, num_classes, place, False,
+                          cfg.eval_crops)
     return Loaders(train, val, num_classes, cfg.synthetic_train, cfg.synthetic_val)

@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..crops import mean_over_crops
 from ..data.base import Loaders
 from ..errors import EXIT_NONFINITE, EXIT_OK, EXIT_REQUEUE, EXIT_SAVE_FAILED, SaveError
 from ..schedule import Schedule
@@ -117,9 +118,9 @@ def evaluate(model: nn.Module, loader, precision: Precision) -> dict[str, float]
     model.eval()
     meter = Meter(next(model.parameters()).device)
     loader.set_epoch(0)
-    for x, y in loader:
+    for x, y in loader:  # a ten-crop loader: ten rows per label, averaged back to one (resnext.crops)
         with precision.autocast():
-            logits = model(x)
+            logits = mean_over_crops(model(x), loader.crops)
         meter.update(nn.functional.cross_entropy(logits.float(), y), logits, y)
     model.train(was_training)
     return meter.reduce()  # sync: all ranks' counts summed exactly
