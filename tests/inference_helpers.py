@@ -72,15 +72,16 @@ def write_images(folder: Path) -> list[Path]:
     return paths
 
 
-def reference_input(path: Path, resize: int, crop: int, mean, std) -> torch.Tensor:
-    """The model cards' preprocessing written out by hand with PIL and NumPy (1, 3, crop, crop)."""
+def reference_input(path: Path, resize: int, crop: int, mean, std, filt=Image.BILINEAR) -> torch.Tensor:
+    """The model cards' preprocessing written out by hand with PIL and NumPy (1, 3, crop, crop); ``filt``:
+    PIL's resize filter (the cards' bilinear unless a run resized with another)."""
     with Image.open(path) as im:
         im = im.convert("RGB")
         w, h = im.size
         short, long = min(w, h), max(w, h)
         new_long = int(resize * long / short)
         size = (resize, new_long) if w <= h else (new_long, resize)
-        im = im.resize(size, Image.BILINEAR)
+        im = im.resize(size, filt)
     a = np.asarray(im, dtype=np.float32) / 255.0
     top, left = int(round((a.shape[0] - crop) / 2.0)), int(round((a.shape[1] - crop) / 2.0))
     a = (a[top:top + crop, left:left + crop] - np.array(mean, np.float32)) / np.array(std, np.float32)

@@ -39,9 +39,9 @@ def images(tmp_path_factory):
     return write_images(tmp_path_factory.mktemp("images"))
 
 
-def expected_topk(model, image, k, resize, crop, mean, std) -> tuple[list[float], list[int]]:
+def expected_topk(model, image, k, resize, crop, mean, std, **kw) -> tuple[list[float], list[int]]:
     with torch.no_grad():
-        p, i = model(reference_input(image, resize, crop, mean, std)).softmax(dim=1)[0].topk(k)
+        p, i = model(reference_input(image, resize, crop, mean, std, **kw)).softmax(dim=1)[0].topk(k)
     return p.tolist(), i.tolist()
 
 
@@ -77,6 +77,25 @@ def test_run_dir_uses_its_transform_and_cifar_names(tmp_path, images, capsys):
         want_p, want_i = expected_topk(model, image, 3, 32, 32, CIFAR_MEAN, CIFAR_STD)  # the run's val transform
         assert [i for _, i, _ in top] == want_i
         assert [p for p, _, _ in top] == pytest.approx(want_p, abs=1e-4)
+
+
+def test_imagenet_run_dir_resizes_with_its_filter(tmp_path, images, capsys):
+    """A run trained with data.interpolation=bicubic (the paper recipes) is shown its images as its val
+    loader resized them: bicubic, at its val_resize / val_crop (here derived from image_size 64: 73 / 64)."""
+    from PIL import Image
+
+    from resnext.loading import load_model
+
+    make_run(tmp_path / "run", *TINY_MODEL, "data=imagenet", "data.image_size=64", "model.num_classes=10",
+             "data.interpolation=bicubic")
+    tf = predict.transform(load_model(tmp_path / "run").preprocessing())
+    x = predict.read_image(str(images[0]), tf)
+    bicubic = reference_input(images[0], 73, 64, MEAN, STD, filt=Image.BICUBIC)
+    bilinear = reference_input(images[0], 73, 64, MEAN, STD)
+    assert x.shape == (1, 3, 64, 64) and torch.allclose(x, bicubic, atol=1e-5)
+    assert (x - bilinear).abs().max() > 0.02  # the filters differ on this image
+    predict.main([str(tmp_path / "run"), str(images[0]), "--topk", "10"])
+    assert len(parse_predictions(capsys.readouterr().out)[str(images[0])]) == 10
 
 
 def test_run_dir_without_names_prints_indices(tmp_path, images, capsys):

@@ -14,6 +14,7 @@ from torch import nn
 
 from .config import schema_for
 from .data.cifar import CIFAR_MEAN, CIFAR_STD, DIGITS_MEAN, DIGITS_STD
+from .data.imagenet import interpolation
 from .data.imagenet_folder import MEAN, STD
 from .engine.checkpoint import safe_load
 from .errors import CheckpointError, ConfigError
@@ -27,10 +28,11 @@ DEFAULT_ARCH = "resnext50_32x4d"  # what a plain state dict is read as when no -
 class Preprocessing:
     """How the model expects an image: resize the shorter side, center crop, normalize."""
 
-    resize: int  # shorter side after a bilinear resize
+    resize: int  # shorter side after the resize
     crop: int  # side of the center crop fed to the model
     mean: tuple[float, float, float]  # per-channel RGB mean, [0, 1] units
     std: tuple[float, float, float]  # per-channel RGB standard deviation
+    interpolation: str = "bilinear"  # resize filter: the run's data.interpolation (ImageNet-style data), else bilinear
 
 
 @dataclass
@@ -72,17 +74,19 @@ class Loaded:
 
     def preprocessing(self, crop: int | None = None) -> Preprocessing:
         """The run's evaluation transform; for a weights file the family's (the model cards' for ImageNet)."""
-        d = self.data
+        d, filt = self.data, "bilinear"
         if d is not None:
             stats = {"cifar10": (CIFAR_MEAN, CIFAR_STD), "cifar100": (CIFAR_MEAN, CIFAR_STD),
                      "digits": (DIGITS_MEAN, DIGITS_STD)}.get(str(d.dataset), (MEAN, STD))
             resize, size = int(d.val_resize), int(d.val_crop)
+            if str(d.dataset) == "imagenet":  # the filter its val loader resized with (bicubic in paper recipes)
+                filt = interpolation(d)
         else:
             spec = self.family.input
             stats, resize, size = (spec.mean, spec.std), spec.resize, spec.size
         if crop is not None:  # keep the source's resize/crop ratio
             resize, size = max(crop, round(crop * resize / size)), crop
-        return Preprocessing(resize, size, *stats)
+        return Preprocessing(resize, size, *stats, filt)
 
 
 #: Which checkpoint of a run directory a tool loads: "last" (the final model, what a finished run

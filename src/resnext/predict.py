@@ -6,8 +6,9 @@
 A weights file (ours, torchvision's or timm's layout) is preprocessed as the model cards say:
 bilinear resize of the shorter side to 256 (crop fraction 0.875), center crop 224, ImageNet
 mean/std (CIFAR networks: 32x32, CIFAR statistics). A run directory uses its own evaluation
-transform and its final model, checkpoints/last.pt (--checkpoint best: best.pt). 1000-class models print ImageNet class names (the metadata torchvision ships; nothing
-is downloaded); others print the class index, and the class name when the run's data names it.
+transform (its val_resize, val_crop and resize filter, bicubic in the paper recipes) and its final
+model, checkpoints/last.pt (--checkpoint best: best.pt). 1000-class models print ImageNet class names
+(the metadata torchvision ships; nothing is downloaded); others print the class index, and the class name when the run's data names it.
 Output: one line per image, then one line per class: probability, class index, name.
 """
 
@@ -75,8 +76,8 @@ def class_names(loaded: Loaded) -> list[str] | None:
 
 
 def transform(p: Preprocessing) -> T.Compose:
-    """Bilinear shorter-side resize, center crop, tensor in [0, 1], normalize."""
-    return T.Compose([T.Resize(p.resize, interpolation=T.InterpolationMode.BILINEAR), T.CenterCrop(p.crop),
+    """Shorter-side resize (antialiased, the run's filter), center crop, tensor in [0, 1], normalize."""
+    return T.Compose([T.Resize(p.resize, interpolation=T.InterpolationMode(p.interpolation)), T.CenterCrop(p.crop),
                       T.ToTensor(), T.Normalize(p.mean, p.std)])
 
 
