@@ -166,3 +166,30 @@ def test_user_errors_share_one_base_and_bugs_keep_their_traceback(capsys):
     assert capsys.readouterr().err == "error: /data/x: missing; expected a folder\n"
     with pytest.raises(ValueError, match="internal"):
         bug()
+
+
+@pytest.mark.parametrize("tool", ["info", "report"])
+def test_output_into_a_closed_pipe_ends_quietly(tool, tmp_path):
+    """`python -m resnext.info --keys | head -1` where head has gone: the tool ends with 141 (128 + SIGPIPE,
+    as a Unix tool killed by it) and nothing on stderr, not a BrokenPipeError traceback. The reader closes
+    before the tool writes, so every write (in main, or the flush at its end) meets the closed pipe."""
+    import subprocess
+    import sys
+
+    from runs import ROOT, env
+
+    from resnext.errors import EXIT_PIPE_CLOSED
+
+    if tool == "info":
+        args = ["resnext.info", "--keys"]
+    else:
+        run = tmp_path / "run"
+        run.mkdir()
+        (run / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.to_container(
+            compose_config(["+recipe=resnext29_demo_digits"]), resolve=True)))
+        args = ["resnext.report", str(run), "--out", str(tmp_path / "rep")]
+    p = subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=env(), cwd=ROOT)
+    p.stdout.close()  # the reader is gone
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == EXIT_PIPE_CLOSED and err == "", err

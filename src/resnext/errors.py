@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -15,6 +16,7 @@ EXIT_NONFINITE = 3  # the loss became NaN/inf; nothing saved after the last good
 EXIT_SAVE_FAILED = 4  # a checkpoint could not be written (disk full, I/O error, permission)
 EXIT_INTERRUPTED = 130  # Ctrl-C before training started, or a second Ctrl-C: nothing saved (128 + SIGINT)
 EXIT_REQUEUE = 75  # stopped by a signal after saving: requeue me (EX_TEMPFAIL)
+EXIT_PIPE_CLOSED = 141  # the reader of stdout went away (`... | head`): the rest is dropped quietly (128 + SIGPIPE)
 
 
 class UserError(Exception):
@@ -59,13 +61,21 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def reports_user_errors(main: Callable[..., object]) -> Callable[..., object]:
-    """Wrap a program's ``main``: a UserError ends in ``fail``; any other exception propagates."""
+    """Wrap a program's ``main``: a UserError ends in ``fail``; stdout closed by its reader (``| head``) ends
+    quietly with EXIT_PIPE_CLOSED, as a Unix tool killed by SIGPIPE; any other exception propagates."""
 
     @wraps(main)
     def wrapper(*args, **kwargs):
         try:
-            return main(*args, **kwargs)
+            result = main(*args, **kwargs)
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's flush at exit
+            return result
         except UserError as e:
             fail(str(e))
+        except BrokenPipeError:
+            # Python flushes stdout again at exit: point it at /dev/null so that flush cannot fail too
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(EXIT_PIPE_CLOSED)
 
     return wrapper

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import EXIT_USER_ERROR, UserError
+from .errors import EXIT_USER_ERROR, UserError, reports_user_errors
 
 MAX_DEPTH = 3  # how far below a given folder run directories are looked for
 SKIP_DIRS = {"tb", "checkpoints"}  # parts of a run directory, never run directories themselves
@@ -335,6 +335,7 @@ def write_report(runs: list[Run], out: Path) -> tuple[str, list[str]]:
     return table, written
 
 
+@reports_user_errors
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m resnext.report", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import EXIT_CHECK_FAILED, DataError, UserError, fail
+from ..errors import EXIT_CHECK_FAILED, DataError, UserError, fail, reports_user_errors
 from .tools import make_fake, prepare_val, verify
 
 
@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+@reports_user_errors
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"nothing to move: {args.val_dir} has no flat images left")
     except UserError as e:
         fail(str(e))
+    except BrokenPipeError:  # stdout's reader went away: reports_user_errors ends quietly
+        raise
     except OSError as e:  # e.g. a read-only or vanished folder: name it
         fail(f"{e.filename or ''}: {e.strerror or e}")
 
