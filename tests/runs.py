@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -47,3 +48,18 @@ def records(run_dir: Path, kind: str | None = None) -> list[dict]:
 
 def weights(run_dir: Path, name: str = "last.pt") -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoints" / name, map_location="cpu", weights_only=True)["model"]
+
+
+def wait_for_step(run_dir: Path, proc: subprocess.Popen, step: int = 2, timeout: float = 240) -> None:
+    """Wait until a training process ``proc`` has logged optimizer step ``step`` in its metrics.jsonl (it
+    must stay alive meanwhile; a half-written last line is read again later)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            if any(r.get("step", 0) >= step for r in records(run_dir, "step")):
+                return
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"step {step} never logged in {run_dir}")

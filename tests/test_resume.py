@@ -3,17 +3,15 @@ atomic, weights-only checkpoints with fallback; a non-finite loss stops the run 
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from runs import PY, ROOT, TINY, TORCHRUN, env, records, train, weights
+from runs import PY, ROOT, TINY, TORCHRUN, env, records, train, wait_for_step, weights
 
 from resnext.engine import checkpoint as ckpt
 
@@ -26,19 +24,6 @@ def start(run_dir: Path, *extra: str, nproc: int = 1) -> subprocess.Popen:
     cmd = [PY, str(ROOT / "train.py"), *args] if nproc == 1 else [
         TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", str(ROOT / "train.py"), *args]
     return subprocess.Popen(cmd, env=env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: float = 240) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            if any(r.get("step", 0) >= step for r in records(run_dir, "step")):
-                return
-        except (FileNotFoundError, json.JSONDecodeError):
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"step {step} never logged")
 
 
 def assert_same_run(a: Path, b: Path) -> None:
@@ -66,7 +51,7 @@ def test_sigterm_mid_epoch_then_resume_is_bit_identical(reference, tmp_path):
     k = random.randint(2, STEPS - 2)
     d = tmp_path / "run"
     proc = start(d)
-    wait_for_step(d, k, proc)
+    wait_for_step(d, proc, k)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 75, (k, err)
@@ -84,7 +69,7 @@ def test_sigkill_then_resume_is_bit_identical(reference, tmp_path):
     k = random.randint(2, STEPS - 2)
     d = tmp_path / "run"
     proc = start(d, "trainer.checkpoint_every_minutes=0.0001")  # a save at (almost) every step
-    wait_for_step(d, k, proc)
+    wait_for_step(d, proc, k)
     proc.kill()
     proc.communicate(timeout=60)
     res = train(d, *RUN)
@@ -100,7 +85,7 @@ def test_two_process_sigterm_resume_is_bit_identical(tmp_path):
     k = random.randint(2, STEPS - 2)
     d = tmp_path / "run"
     proc = start(d, nproc=2)
-    wait_for_step(d, k, proc)
+    wait_for_step(d, proc, k)
     proc.send_signal(signal.SIGTERM)  # torchrun forwards SIGTERM to both workers
     proc.communicate(timeout=120)
     assert records(d, "end")[-1]["status"] == "preempted", k

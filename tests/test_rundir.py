@@ -7,12 +7,11 @@ import hashlib
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from runs import PY, ROOT, TINY, TORCHRUN, env, records, train
+from runs import PY, ROOT, TINY, TORCHRUN, env, records, train, wait_for_step
 
 from resnext.engine import checkpoint as ckpt
 from resnext.errors import EXIT_INTERRUPTED, EXIT_REQUEUE, EXIT_SAVE_FAILED
@@ -33,19 +32,6 @@ def popen(run_dir: Path, *overrides: str, nproc: int = 1) -> subprocess.Popen:
         TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", str(ROOT / "train.py"), *args]
     return subprocess.Popen(cmd, env=env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-
-
-def wait_for_step(run_dir: Path, proc: subprocess.Popen, step: int = 2, timeout: float = 240) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            if any(r.get("step", 0) >= step for r in records(run_dir, "step")):
-                return
-        except (FileNotFoundError, ValueError):
-            pass
-        time.sleep(0.05)
-    raise AssertionError("no progress")
 
 
 @pytest.fixture(scope="module")
