@@ -121,3 +121,26 @@ def test_train_from_another_directory(tmp_path):
                 cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "elsewhere" / "checkpoints" / "last.pt").exists()
+
+
+def test_training_evaluates_with_ten_crops_when_asked(tmp_path):
+    """data.eval_crops=10 in training: the start line says so, and each epoch's val numbers are the
+    ten-crop softmax means of the saved model (recomputed here from the crops themselves)."""
+    from resnext.crops import ten_crops
+    from resnext.data import Placement, build_loaders
+    from resnext.loading import load_model, run_config, typed_config
+
+    d = tmp_path / "r"
+    res = train(d, "trainer.epochs=1", "trainer.max_steps_per_epoch=2", "data.eval_crops=10", "data.val_crop=12")
+    assert res.returncode == 0, res.stderr
+    assert ", evaluation: 10 crops of 12 px; " in res.stdout, res.stdout
+    [epoch] = records(d, "epoch")
+    model = load_model(d).model
+    cfg = typed_config(run_config(d), ["data.eval_crops=1"])  # the whole 16x16 images, cropped here
+    val = build_loaders(cfg.data, Placement(0, 1, torch.device("cpu"), torch.float32, False, 0)).val
+    hits = n = 0
+    with torch.no_grad():
+        for x, y in val:
+            p = model(ten_crops(x, 12)).softmax(dim=1).view(len(y), 10, -1).mean(dim=1)
+            hits, n = hits + (p.argmax(dim=1) == y).sum().item(), n + len(y)
+    assert n == 359 and epoch["val_top1_err"] == pytest.approx(100 * (1 - hits / n), abs=1e-9)

@@ -188,8 +188,9 @@ def start_line(cfg: DictConfig, trainer: Trainer, world: World, run_dir: Path, d
                   "per step); per-process random streams (dropout) start afresh")
     d = cfg.data
     folder = d.dataset == "imagenet" and d.backend != "synthetic"  # JPEGs: resized, decoded by loader workers
-    sizes = (f"{d.image_size} px training crops, evaluation: shorter side {d.val_resize}, center {d.val_crop} px"
-             if folder else f"{d.image_size} px")
+    crops = f"center {d.val_crop} px" if d.eval_crops == 1 else f"{d.eval_crops} crops of {d.val_crop} px"
+    sizes = (f"{d.image_size} px training crops, evaluation: shorter side {d.val_resize}, {crops}"
+             if folder else f"{d.image_size} px" + ("" if d.eval_crops == 1 else f", evaluation: {crops}"))
     log.print(f"  data: {d.dataset}, {trainer.o.model_config['num_classes']} classes, {sizes}; "
               f"{torch.get_num_threads()} CPU thread(s){f' and {d.workers} loader worker(s)' if folder else ''} "
               "per process")
