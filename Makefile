@@ -17,11 +17,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) train.py +recipe=resnext29_demo_digits $(ARGS)
 
+# JOBS test processes (pytest-xdist), each file in one of them (its module fixtures built once, the
+# Slurm cluster started by one process); every test process and the trainers it starts use one thread.
+JOBS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not slurm" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile -m "not slow and not slurm" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
