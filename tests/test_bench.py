@@ -19,7 +19,7 @@ def bench(tmp_path, *args, timeout=600):
 
 @pytest.mark.slow
 def test_bench_train_smoke(tmp_path):
-    result, stdout = bench(tmp_path, "train", "--model", "resnext29_8x64d", "--classes", "10", "--batch", "4",
+    result, stdout = bench(tmp_path, "train", "--model", "resnext29_8x64d", "--classes", "10", "--batch", "4", "--size", "8",
                            "--precision", "fp32,bf16", "--memory-format", "nchw,channels_last", "--steps", "1",
                            "--repeats", "1", "--device", "cpu")
     rows = result["rows"]
@@ -43,7 +43,7 @@ def test_bench_train_torchvision_reference_same_loss(tmp_path):
 
 
 def test_bench_train_times_ghost_bn_against_plain_bn(tmp_path):
-    result, stdout = bench(tmp_path, "train", "--model", "resnext29_8x64d", "--classes", "10", "--batch", "4",
+    result, stdout = bench(tmp_path, "train", "--model", "resnext29_8x64d", "--classes", "10", "--batch", "4", "--size", "8",
                            "--precision", "fp32", "--memory-format", "channels_last", "--steps", "1",
                            "--repeats", "1", "--device", "cpu", "--bn-batch", "2")
     r = result["rows"][0]

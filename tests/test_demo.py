@@ -12,7 +12,7 @@ from runs import ROOT, env, records
 @pytest.mark.slow
 def test_make_demo_reaches_under_5_percent(tmp_path):
     res = subprocess.run(["make", "-s", "demo", f"ARGS=hydra.run.dir={tmp_path / 'demo'}"], cwd=ROOT,
-                         capture_output=True, text=True, env=env(OMP_NUM_THREADS="2"), timeout=900)
+                         capture_output=True, text=True, env=env(), timeout=900)  # one thread: another test process shares the 2 cores
     assert res.returncode == 0, res.stderr[-2000:]
     m = re.search(r"final val top-1 error ([\d.]+)%", res.stdout)
     assert m, res.stdout[-2000:]

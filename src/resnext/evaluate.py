@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{res['samples']} images ({how} of shorter side {d.val_resize})")
         print(json.dumps({"weights": str(weights), **res, "val_crop": d.val_crop, "val_resize": d.val_resize,
                           "crops": d.eval_crops}))
-    shutdown()
+    shutdown(sync=True)  # every rank got here: the last all-reduce is done everywhere
 
 
 if __name__ == "__main__":

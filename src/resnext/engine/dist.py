@@ -57,8 +57,13 @@ def init_world(device_choice: str) -> World:
     return World(rank, local_rank, world_size, device)
 
 
-def shutdown() -> None:
+def shutdown(sync: bool = False) -> None:
+    """Leave the process group. ``sync`` (a clean end that every rank reaches): wait for all ranks first, so
+    that no rank tears down its gloo connections while a peer is still in its last collective (seen: the
+    peer aborting with "terminate called without an active exception")."""
     if dist.is_initialized():
+        if sync:
+            dist.barrier()
         dist.destroy_process_group()
 
 
