@@ -286,3 +286,19 @@ def test_a_change_that_regroups_the_optimizer_cannot_be_accepted():
         check_resume(saved, new, ["optim.lr", "optim.no_decay"])
     assert check_resume(saved, OmegaConf.merge(new, {"optim": {"no_decay": "none"}}), ["optim.lr"]) == {
         "optim.lr": (0.1, 0.2), "trainer.epochs": (3, 5)}
+
+
+def test_the_old_no_decay_spelling_is_no_change_on_resume():
+    """A run saved with optim.decay_bn_and_bias=false (the old spelling) resumes under a recipe that says
+    optim.no_decay=bn_and_bias; a real change of the rule is still refused."""
+    from omegaconf import OmegaConf
+
+    from resnext.engine.rundir import check_resume
+    from resnext.errors import ConfigError
+
+    saved = OmegaConf.create({"optim": {"no_decay": "none", "decay_bn_and_bias": False}})
+    same = OmegaConf.create({"optim": {"no_decay": "bn_and_bias", "decay_bn_and_bias": True}})
+    assert check_resume(saved, same, []) == {} and check_resume(same, saved, []) == {}
+    other = OmegaConf.create({"optim": {"no_decay": "bn", "decay_bn_and_bias": True}})
+    with pytest.raises(ConfigError, match=r"optim.no_decay: 'bn_and_bias' -> 'bn'"):
+        check_resume(saved, other, [])

@@ -123,9 +123,17 @@ def changes(saved: DictConfig, new: DictConfig) -> dict[str, tuple]:
 
     Keys only the new config has (the schema grew since the run started) are not counted.
     """
-    old = flatten(OmegaConf.to_container(saved, resolve=True))
-    cur = flatten(OmegaConf.to_container(new, resolve=True))
+    old = _one_spelling(flatten(OmegaConf.to_container(saved, resolve=True)))
+    cur = _one_spelling(flatten(OmegaConf.to_container(new, resolve=True)))
     return {k: (old[k], v) for k, v in cur.items() if k in old and old[k] != v}
+
+
+def _one_spelling(flat: dict) -> dict:
+    """The old key optim.decay_bn_and_bias=false is optim.no_decay=bn_and_bias (resnext.optim): a run saved
+    with one spelling resumes under the other without a change being seen."""
+    if flat.pop("optim.decay_bn_and_bias", True) is False:
+        flat["optim.no_decay"] = "bn_and_bias"
+    return flat
 
 
 def check_resume(saved: DictConfig, new: DictConfig, accepted: list[str]) -> dict[str, tuple]:
