@@ -112,6 +112,13 @@ def test_readme_own_folder_command_trains_with_the_folders_classes(own_folder, t
     assert epoch["step"] == 5 and epoch["val_top1_err"] is not None  # 40 images / 8
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert (config["data"]["val_resize"], config["data"]["val_crop"]) == (37, 32)  # written resolved
+    # extended with the class count spelled out (as a run saved before counts came from the folder has it):
+    # 0 ("from the data") and the folder's 10 are the same setting, not a change to refuse
+    more = [a.replace("trainer.epochs=1", "trainer.epochs=2") for a in args] + ["model.num_classes=10"]
+    res = subprocess.run([PY, str(ROOT / "train.py"), *more], capture_output=True, text=True, env=env(),
+                         cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert [e["epoch"] for e in records(run, "epoch")] == [0, 1] and "model.num_classes" not in res.stdout
 
 
 def test_a_recipe_pinning_1000_classes_refuses_a_10_class_folder(own_folder, tmp_path):

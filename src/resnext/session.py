@@ -198,6 +198,15 @@ def start_line(cfg: DictConfig, trainer: Trainer, world: World, run_dir: Path, d
         log.print(f"  changed since the last start: {key}: {was!r} -> {now!r}")
 
 
+def _classes_pinned(saved: DictConfig, cfg: DictConfig, classes: int) -> tuple[DictConfig, DictConfig]:
+    """The saved and the new config with model.num_classes 0 ("from the data") read as ``classes``, the count
+    this start resolved: a run started with 10 (or with an older default) resumes with 0 and vice versa."""
+    def pin(c: DictConfig) -> DictConfig:
+        return c if c.model.get("num_classes", 1) else OmegaConf.merge(c, {"model": {"num_classes": classes}})
+
+    return pin(saved), pin(cfg)
+
+
 def run(cfg: DictConfig, run_dir: Path) -> int:
     """Validate, lock, check a resume's settings, build, train; returns the exit code."""
     world = init_world(cfg.trainer.device)
@@ -224,7 +233,8 @@ def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock) -> int:
             parts, opts = build_parts(cfg, world, run_dir, state)  # the model's own errors come first
         except RuntimeError as e:
             raise out_of_memory(e, cfg, world) or e from None
-        diff = check_resume(saved, cfg, list(cfg.trainer.accept_changes)) if saved is not None else {}
+        diff = check_resume(*_classes_pinned(saved, cfg, opts.model_config["num_classes"]),
+                            list(cfg.trainer.accept_changes)) if saved is not None else {}
         if state is not None and state["progress"]["epoch"] >= cfg.trainer.epochs:
             if world.is_main:
                 print(f"{cfg.name}: already finished ({state['progress']['epoch']} epochs) in {run_dir}; "
