@@ -128,8 +128,9 @@ def _jitter(images, brightness, contrast, saturation):
 def _pipeline(source: Source, cfg, place: Placement, batch: int, gpu: bool):
     """Train: fused decode + crop of the given box, resize, optional jitter, mirror, normalize with the
     lighting-shifted mean. Val: decode, resize the shorter side, center crop, normalize (sizes and crop
-    positions from Source, so the pixels are torchvision's); with ten crops, the ten crops stacked. Resizes use data.interpolation. ``gpu``: the
-    mixed (nvJPEG) decoder and GPU operators on place.device; else DALI's CPU mode (device_id=None)."""
+    positions from Source, so the pixels are torchvision's); with ten crops, the ten crops stacked.
+    Resizes use data.interpolation. ``gpu``: the mixed (nvJPEG) decoder and GPU operators on
+    place.device; else DALI's CPU mode (device_id=None)."""
     from nvidia.dali import fn, pipeline_def, types
 
     device_id = (place.device.index if place.device.index is not None else torch.cuda.current_device()) if gpu else None
