@@ -68,7 +68,8 @@ def test_final_model_by_default_best_on_request(run_dir, tmp_path):
 @pytest.mark.slow
 def test_ten_crops_exact_over_ranks_and_as_torchvision_ten_crop(run_dir):
     """--crops 10 counts each val image once on 1 and 2 processes, and scores as the softmax mean over
-    torchvision's ten_crop of each image (the digits loader delivers the whole 16x16 images; crops of 12)."""
+    torchvision's ten_crop of each whole 16x16 digits image (crops of 12; in-memory sets crop their stored
+    images), computed here from the single-crop loader's batches."""
     import torchvision.transforms.functional as F
 
     from resnext.data import Placement, build_loaders
