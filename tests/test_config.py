@@ -85,6 +85,8 @@ def test_sweep_expansion():
     (["data.root=null"], 1, True, "data.root"),
     (["model.num_classes=100"], 1, True, "model.num_classes"),
     (["trainer.precision=half"], 1, True, "trainer.precision"),
+    (["trainer.loss_scale=0"], 1, True, "trainer.loss_scale=0.0"),
+    (["trainer.loss_scale_growth=0"], 1, True, "trainer.loss_scale_growth=0"),
 ])
 def test_validation_names_the_key(overrides, world, cuda, key):
     recipe = "+recipe=resnext29_8x64d_cifar10" if key == "model.num_classes" else "+recipe=resnext50_32x4d_imagenet"

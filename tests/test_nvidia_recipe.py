@@ -55,6 +55,8 @@ NVIDIA = {
     "schedule.final_lr": (0.0, "main.py --end-lr default 0"),
     "trainer.epochs": (90, "training/AMP/DGX1V_resnext101-32x4d_AMP_90E.sh --epochs 90"),
     "trainer.precision": ("fp16", "configs.yml precision AMP amp: True"),
+    "trainer.loss_scale": (128.0, "main.py GradScaler init_scale = configs.yml AMP static_loss_scale 128"),
+    "trainer.loss_scale_growth": (100, "main.py GradScaler growth_interval 100 (AMP dynamic_loss_scale)"),
     "trainer.channels_last": ("true", "configs.yml DGX1V AMP memory_format nhwc"),
 }
 
@@ -214,3 +216,31 @@ def test_label_smoothing_is_nvidias(parts, tmp_path):
     assert trainer.criterion.label_smoothing == 0.1
     x, y = torch.randn(16, 1000, dtype=torch.float64), torch.randint(0, 1000, (16,))
     assert trainer.criterion(x, y).item() == pytest.approx(nvidia_label_smoothing(x, y, 0.1).item(), rel=1e-12)
+
+
+def test_fp16_loss_scaling_is_nvidias(tmp_path):
+    """The recipe's GradScaler is NVIDIA's (init scale 128, doubling after 100 clean steps, halving on an
+    overflow), as session.build_parts hands it to the trainer; and it behaves so on real steps."""
+    c = compose_config([RECIPE, "data.backend=synthetic", "data.synthetic_train=8", "data.synthetic_val=8",
+                        "data.synthetic_size=32", "data.batch_size=8", "trainer.device=cpu",
+                        "trainer.channels_last=false"])
+    parts, _ = build_parts(c, World(0, 0, 1, torch.device("cpu")), tmp_path, None)
+    scaler = parts.precision.scaler()
+    assert parts.precision.name == "fp16" and scaler.is_enabled()
+    assert (scaler.get_scale(), scaler.get_growth_interval()) == (128.0, 100)
+    assert (scaler.get_growth_factor(), scaler.get_backoff_factor()) == (2.0, 0.5)
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([w], lr=0.0)
+    for _ in range(100):
+        opt.zero_grad()
+        scaler.scale(w.sum()).backward()
+        scaler.step(opt)
+        scaler.update()
+    assert scaler.get_scale() == 256.0  # doubled after 100 clean steps
+    opt.zero_grad()
+    scaler.scale(w.sum() * float("inf")).backward()
+    scaler.step(opt)
+    scaler.update()
+    assert scaler.get_scale() == 128.0  # halved on the overflow
+    default = compose_config(["data.root=/d"]).trainer  # paper recipes keep PyTorch's GradScaler defaults
+    assert (default.loss_scale, default.loss_scale_growth) == (65536.0, 2000)

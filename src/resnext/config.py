@@ -115,6 +115,8 @@ class TrainerConfig:
     seed: int = 0  # seeds weights, data order and augmentation
     device: str = "auto"  # auto (cuda if available) | cpu | cuda
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (with loss scaling)
+    loss_scale: float = 65536.0  # fp16: the initial loss scale (PyTorch's GradScaler default 2**16)
+    loss_scale_growth: int = 2000  # fp16: steps without an overflow before the loss scale doubles (PyTorch's 2000)
     channels_last: str = "auto"  # auto (on for CUDA) | true | false: NHWC model and input
     compile: bool = False  # torch.compile the model
     sync_bn: bool = False  # SyncBatchNorm across ranks (CUDA only)
@@ -330,6 +332,9 @@ def validate(cfg: DictConfig, world_size: int = 1, cuda: bool = False) -> None:
     if s.granularity == "epoch" and s.warmup_epochs != int(s.warmup_epochs):
         raise ConfigError(f"schedule.warmup_epochs={s.warmup_epochs} must be a whole number of epochs "
                           "with schedule.granularity=epoch")
+    if t.loss_scale <= 0 or t.loss_scale_growth < 1:
+        raise ConfigError(f"trainer.loss_scale={t.loss_scale} must be > 0 and trainer.loss_scale_growth="
+                          f"{t.loss_scale_growth} >= 1 (steps between doublings)")
     if t.threads < 0:
         raise ConfigError(f"trainer.threads={t.threads} must be >= 0 (0 = OMP_NUM_THREADS if set, else this "
                           "process's share of the cores less its loader workers)")

@@ -85,7 +85,7 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
     """Each part built from its own config subtree; user mistakes raise before anything is written."""
     t = cfg.trainer
     say = print if world.is_main else (lambda *_: None)
-    precision: Precision = resolve(t.precision, t.channels_last, world.device)
+    precision: Precision = resolve(t.precision, t.channels_last, world.device, t.loss_scale, t.loss_scale_growth)
     torch.backends.cudnn.benchmark = bool(t.cudnn_benchmark)
     place = Placement(world.rank, world.world_size, world.device, precision.input_dtype,
                       precision.channels_last, t.seed)

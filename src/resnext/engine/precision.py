@@ -15,6 +15,8 @@ class Precision:
     name: str  # fp32 | bf16 | fp16
     device_type: str  # cpu | cuda
     channels_last: bool  # NHWC model weights and inputs
+    loss_scale: float = 2.0**16  # fp16: GradScaler's initial scale
+    loss_scale_growth: int = 2000  # fp16: steps without an overflow before the scale doubles
 
     @property
     def amp_dtype(self) -> torch.dtype:
@@ -33,13 +35,17 @@ class Precision:
         return torch.autocast(self.device_type, dtype=self.amp_dtype, enabled=self.name != "fp32")
 
     def scaler(self) -> torch.amp.GradScaler:
-        # dynamic loss scaling; disabled (a pass-through) for fp32 and bf16
-        return torch.amp.GradScaler(self.device_type, enabled=self.name == "fp16")
+        """Dynamic loss scaling from ``loss_scale``: halved on an overflow (the step skipped), doubled after
+        ``loss_scale_growth`` clean steps; disabled (a pass-through) for fp32 and bf16."""
+        return torch.amp.GradScaler(self.device_type, init_scale=self.loss_scale, growth_factor=2.0,
+                                    backoff_factor=0.5, growth_interval=self.loss_scale_growth,
+                                    enabled=self.name == "fp16")
 
 
-def resolve(precision: str, channels_last: str, device: torch.device) -> Precision:
+def resolve(precision: str, channels_last: str, device: torch.device, loss_scale: float = 2.0**16,
+            loss_scale_growth: int = 2000) -> Precision:
     """Turn the trainer's auto settings into concrete ones: bf16 + channels_last on CUDA, fp32 on CPU."""
     cuda = device.type == "cuda"
     name = ("bf16" if cuda else "fp32") if precision == "auto" else precision
     cl = cuda if str(channels_last) == "auto" else str(channels_last).lower() == "true"
-    return Precision(name, device.type, cl)
+    return Precision(name, device.type, cl, float(loss_scale), int(loss_scale_growth))
