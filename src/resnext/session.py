@@ -111,7 +111,10 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
     wrapped = model
     if world.distributed:
         dev = [world.device.index] if world.device.type == "cuda" else None
-        wrapped = DDP(model, device_ids=dev, gradient_as_bucket_view=True, static_graph=not t.compile)
+        # static_graph stays off: with no_sync() micro-batches (trainer.accumulate) it trips PyTorch's
+        # reducer ("expect_autograd_hooks_ INTERNAL ASSERT FAILED", open since torch 2.1), and ResNeXt has
+        # no unused parameters or re-entrant checkpointing for it to help with
+        wrapped = DDP(model, device_ids=dev, gradient_as_bucket_view=True)
     if t.compile:
         wrapped = torch.compile(wrapped)
     opts = FitOptions(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,3 +37,24 @@ def measure(build: Callable[[], nn.Module], image_size: int) -> Complexity:
         model(x)
     # FlopCounterMode counts 2 FLOPs per multiply-add for convolutions and matmuls.
     return Complexity(params=count_params(model), macs=counter.get_total_flops() // 2)
+
+
+def saved_activation_bytes(model: nn.Module, x: torch.Tensor, autocast: Callable | None = None) -> int:
+    """Bytes autograd keeps for backward after one training-mode forward of ``x`` (each storage once,
+    parameters and the input left out): the activation memory a training step holds at its peak."""
+    skip = {p.untyped_storage().data_ptr() for p in model.parameters()} | {x.untyped_storage().data_ptr()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        s = t.untyped_storage()
+        if s.data_ptr() not in skip and s.device.type != "meta":
+            seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    was = model.training
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), (autocast or contextlib.nullcontext)():
+        out = model(x)
+    model.train(was)
+    del out
+    return sum(seen.values())
