@@ -63,13 +63,22 @@ def test_bench_cifar_smoke(tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_e2e_smoke(tmp_path):
-    result, _ = bench(tmp_path, "e2e", "+recipe=resnext29_demo_digits", "model.cardinality=2", "model.width=2",
-                      "--steps", "2", "--repeats", "1")
+def test_bench_e2e_counts_the_images_it_trained(tmp_path):
+    """An epoch of the data (1,437 digits at batch 512: 2 steps) shorter than --steps 3: the real run goes on
+    into the next epoch and every figure divides the images actually stepped on (counted by the trainer)
+    by the time taken. It once counted batch x --steps whatever was trained, and overstated by 2.86x."""
+    result, stdout = bench(tmp_path, "e2e", "+recipe=resnext29_demo_digits", "model.cardinality=2", "model.width=2",
+                           "data.batch_size=512", "--steps", "3", "--repeats", "2")
     rows = {r["input"]: r for r in result["rows"]}
     assert set(rows) == {"end-to-end", "synthetic"} and rows["synthetic"]["ratio"] == 1.0
-    assert rows["end-to-end"]["images_per_s"] > 0
-    assert result["settings"]["dataset"] == "digits"
+    settings = result["settings"]
+    assert settings["dataset"] == "digits" and settings["steps_per_epoch"] == 2
+    assert settings["steps_trained"]["real"] == [4, 4, 4]  # warm-up + 2 repeats, each 2 epochs of 2 steps
+    assert settings["steps_trained"]["synth"] == [3, 3, 3]
+    assert rows["end-to-end"]["images"] == [4 * 512, 4 * 512] and rows["synthetic"]["images"] == [3 * 512, 3 * 512]
+    for r in rows.values():
+        assert r["images_per_s"] == pytest.approx(r["images"][0] / r["seconds"], rel=0.5)
+    assert "| end-to-end |" in stdout
 
 
 def test_bench_help_lists_subcommands():

@@ -288,3 +288,69 @@ def test_mixed_decoder_matches_cpu_mode(photo_root):
     for k in range(2):  # nvJPEG vs libjpeg-turbo: about a gray level apart (0.017), same boxes and draws
         diff = (outs["dali_gpu"][k] - outs["dali_cpu"][k]).abs()
         assert diff.mean() < 0.02 and diff.shape[1:] == (3, 32, 32)
+
+
+class CountingSource(PackedSource):
+    """A PackedSource that counts its reads."""
+
+    reads = 0
+
+    def read(self, index: int) -> tuple[bytes, int]:
+        self.reads += 1
+        return super().read(index)
+
+
+def test_dali_pipelines_are_built_once_and_reset_each_epoch(index_root):
+    """Three training epochs (the first left after 2 of its 7 steps, as max_steps_per_epoch and the bench
+    leave them; the third resumed at step 3) and three evaluations build one pipeline each, and serve what a
+    freshly built pipeline serves for that epoch (the batches still in flight from a left epoch dropped)."""
+    def fresh(train, epoch=0, start=0):
+        ld = build_loaders(cfg(index_root, "dali_cpu", batch_size=4), place(seed=2))
+        ld = ld.train if train else ld.val
+        ld.set_epoch(epoch, start)
+        return [i for x, _ in ld for i in ids(x)]
+
+    loaders = build_loaders(cfg(index_root, "dali_cpu", batch_size=4), place(seed=2))
+    train, val = loaders.train, loaders.val
+    seen = []
+    for epoch, start, take in ((0, 0, 2), (1, 0, None), (2, 3, None)):
+        train.set_epoch(epoch, start)
+        got = []
+        for k, (x, _) in enumerate(train):
+            if k == take:
+                break
+            got += ids(x)
+        seen.append(got)
+        for _ in range(1 if epoch < 2 else 2):
+            val.set_epoch(0)
+            assert [i for x, _ in val for i in ids(x)] == fresh(False)
+    assert seen == [fresh(True)[:8], fresh(True, 1), fresh(True, 2, 3)]
+    assert len(seen[1]) == 28 and seen[0] != seen[1][:8] and sorted(fresh(False)) == list(range(37))
+    assert train.builds == 1 and val.builds == 1
+
+
+def test_dali_failure_is_named_from_the_batches_in_flight_only(photo_root):
+    """A decode failure looks for the bad file among the batches the source served after the last delivered
+    one (not the rank's whole epoch); a device failure (CUDA, out of memory) is not taken for a bad file."""
+    folder, _ = scan_root(str(photo_root))
+    src = CountingSource(folder, damage={5: lambda b: b[:300]})
+    ld = source_loader(src, "dali_cpu", place(), True, batch_size=4, workers=1)
+    with pytest.raises(DataError, match=rf"^{re.escape(src.name(5))}: not decodable[^\n]*$"):
+        list(ld)
+    assert ld.builds == 1
+    served = ld.source.cursor
+    src.reads, step = 0, ld.source.indices.index(5) // 4  # the batch DALI failed on
+    err = ld._failure(step, RuntimeError("Error in CPU operator `decoders.image_slice`: nvImageCodec failure: '#3'"))
+    assert str(err).startswith(src.name(5)) and 0 < src.reads <= served - 4 * step < 16  # in-flight batches only
+    src.reads = 0
+    err = ld._failure(0, RuntimeError("Error in MIXED operator `decoders.image_slice`:\nCUDA error: out of memory"))
+    assert isinstance(err, torch.OutOfMemoryError) and "out of memory" in str(err) and src.reads == 0
+    err = ld._failure(0, RuntimeError("Critical error in pipeline:\nCUDA error: an illegal memory access"))
+    assert type(err) is RuntimeError and "not a data problem" in str(err) and src.reads == 0
+    # nothing bad among the batches in flight: DALI's own first line, as a data error
+    good = CountingSource(folder)
+    ok = source_loader(good, "dali_cpu", place(), True, batch_size=4, workers=1)
+    ok.source.start(list(range(16)), list(range(16)))
+    ok.source.cursor = 8
+    err = ok._failure(1, RuntimeError("Error in CPU operator `decoders.image_slice`,\nnvImageCodec failure: '#3'"))
+    assert isinstance(err, DataError) and "nvImageCodec failure: '#3'" in str(err) and good.reads == 4

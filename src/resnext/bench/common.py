@@ -48,7 +48,7 @@ def interleaved(runs: dict[str, Callable[[], int]], device: torch.device, repeat
     for name, s in samples.items():
         rates = [n / t for t, n in s]
         out[name] = {"images_per_s": statistics.median(rates), "all_images_per_s": rates,
-                     "seconds": statistics.median(t for t, _ in s)}
+                     "seconds": statistics.median(t for t, _ in s), "images": [n for _, n in s]}
     return out
 
 

@@ -40,23 +40,33 @@ def run(args) -> dict:
                      f"model.num_classes={real.raw.fc.out_features}"], args.steps)
     synth.raw.load_state_dict(real.raw.state_dict())
     stop = StopFlag()
-    epochs = {"real": 0}
+    epochs = {"real": 0, "synth": 0}
+    trained_steps = {"real": [], "synth": []}
 
     def go(fit, key):
         def run_once() -> int:
-            fit.state.step_in_epoch = 0
-            if key == "real":  # a fresh part of the data each time, as in training
-                epochs["real"] += 1
-                fit.state.epoch = epochs["real"]
-            fit.train_epoch(stop)
-            return n
+            """At least ``--steps`` steps, over as many (fresh) epochs as that takes when an epoch of the data
+            is shorter; returns the images the trainer counted as stepped on."""
+            before, steps = fit.images_trained, 0
+            while steps < args.steps:
+                epochs[key] += 1
+                fit.state.epoch, fit.state.step_in_epoch = epochs[key], 0
+                fit.train_epoch(stop)
+                if fit.state.step_in_epoch == 0:
+                    raise RuntimeError(f"bench e2e: an epoch of {key} data trained no step")
+                steps += fit.state.step_in_epoch
+            trained_steps[key].append(steps)
+            return fit.images_trained - before
         return run_once
 
     res = interleaved({"end-to-end": go(real, "real"), "synthetic": go(synth, "synth")}, real.world.device,
                       args.repeats)
     base = res["synthetic"]["images_per_s"]
-    rows = [{"input": k, "images_per_s": v["images_per_s"], "ratio": v["images_per_s"] / base} for k, v in res.items()]
-    return {"rows": rows, "settings": vars(args) | {"environment": environment(real.world.device),
-                                                     "dataset": cfg.data.dataset, "backend": cfg.data.backend},
+    rows = [{"input": k, "images_per_s": v["images_per_s"], "ratio": v["images_per_s"] / base,
+             "images": v["images"], "seconds": v["seconds"]} for k, v in res.items()]
+    settings = vars(args) | {"environment": environment(real.world.device), "dataset": cfg.data.dataset,
+                             "backend": cfg.data.backend, "steps_per_epoch": real.steps_per_epoch,
+                             "steps_trained": trained_steps}
+    return {"rows": rows, "settings": settings,
             "table": table(rows, [("input", "input", ""), ("images_per_s", "images/s", ".1f"),
                                   ("ratio", "vs synthetic", ".3f")])}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import numpy as np
@@ -130,10 +131,13 @@ def _pipeline(source: Source, cfg, place: Placement, batch: int, gpu: bool):
     lighting-shifted mean. Val: decode, resize the shorter side, center crop, normalize (sizes and crop
     positions from Source, so the pixels are torchvision's); with ten crops, the ten crops stacked.
     Resizes use data.interpolation. ``gpu``: the mixed (nvJPEG) decoder and GPU operators on
-    place.device; else DALI's CPU mode (device_id=None)."""
+    place.device; else DALI's CPU operators, whose outputs DALI moves to place.device when it is a GPU
+    (through its own pinned staging buffers, so the training thread never copies from pageable memory);
+    on a CPU device, DALI's CPU mode (device_id=None)."""
     from nvidia.dali import fn, pipeline_def, types
 
-    device_id = (place.device.index if place.device.index is not None else torch.cuda.current_device()) if gpu else None
+    cuda = place.device.type == "cuda"  # dali_cpu feeding a GPU too: DALI copies the outputs over itself
+    device_id = (place.device.index if place.device.index is not None else torch.cuda.current_device()) if cuda else None
     decoder = dict(device="mixed", device_memory_padding=DEVICE_MEMORY_PADDING,
                    host_memory_padding=HOST_MEMORY_PADDING) if gpu else dict(device="cpu")
     layout = "HWC" if place.channels_last else "CHW"
@@ -156,7 +160,7 @@ def _pipeline(source: Source, cfg, place: Placement, batch: int, gpu: bool):
             images = _jitter(images, *bcs)
         images = fn.crop_mirror_normalize(images, dtype=dtype, output_layout=layout, mean=mean, std=std,
                                           mirror=mirror)
-        return images, labels.gpu() if gpu else labels
+        return (images.gpu(), labels.gpu()) if cuda else (images, labels)
 
     @pipeline_def(batch_size=batch, num_threads=max(1, cfg.workers), device_id=device_id, prefetch_queue_depth=2)
     def val():
@@ -172,13 +176,24 @@ def _pipeline(source: Source, cfg, place: Placement, batch: int, gpu: bool):
                                           crop_pos_x=x, crop_pos_y=y, mirror=m, mean=[255 * v for v in MEAN], std=std)
                  for x, y, m in boxes]
         images = fn.stack(*crops) if ten else crops[0]  # ten crops: (10, ...) per sample
-        return images, labels.gpu() if gpu else labels
+        return (images.gpu(), labels.gpu()) if cuda else (images, labels)
 
     return train() if source.train else val()
 
 
+#: DALI error text that means the device or its memory failed, not a file (raised as what it is).
+DEVICE_FAILURE = re.compile(r"out of memory|cudaErrorMemoryAllocation|CUDA_ERROR_OUT_OF_MEMORY|allocation failed"
+                            r"|CUDA error|cudaError|CUDA driver|NVML", re.IGNORECASE)
+
+
+def first_error_line(error: Exception) -> str:
+    """The line of a DALI error that says what failed (its "... failure: ..." line where it has one)."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    return next((ln for ln in lines if "failure" in ln), next((ln for ln in lines if "rror" in ln), str(error)[:200]))
+
+
 class DaliLoader:
-    """A Loader over one DALI pipeline, kept for the loader's life, serving what the rank's ShardPlan
+    """A Loader over one DALI pipeline, built once and reset each epoch, serving what the rank's ShardPlan
     says. Training: each epoch this rank's share of the (seed, epoch) permutation, every sample augmented
     by its own (seed, epoch, position) draw. Evaluation: this rank's contiguous shard, in order, its last
     batch partial."""
@@ -190,8 +205,9 @@ class DaliLoader:
         self.source = Source(images, cfg, batch, train)
         self.crops = self.source.crops
         self.epoch, self.start_step = 0, 0
-        self._it = None  # DALIGenericIterator, reused while each epoch runs to its end
-        self._clean = False  # the last epoch ran to its end: the pipeline can start the next one
+        self._it = None  # DALIGenericIterator, kept for the loader's life (dropped only after a failure)
+        self._open = False  # an epoch was left before its end: batches of it may still be in flight
+        self.builds = 0  # pipelines built so far (one per loader unless a failure discarded it)
 
     def __len__(self) -> int:
         return self.plan.steps
@@ -200,50 +216,76 @@ class DaliLoader:
         self.epoch, self.start_step = epoch, start_step
 
     def _start(self, indices: list[int], positions: list[int]):
+        """The iterator, set to serve ``indices``: the kept pipeline reset (its first batches prefetched
+        from the new list), or the first one built."""
         from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
-        self.source.start(indices, positions, self.place.seed, self.epoch)
-        if self._it is not None and self._clean:
-            self._it.reset()  # prefetches the new epoch's first batches
+        if self._it is not None:
+            self._finish_open_epoch()
+            self.source.start(indices, positions, self.place.seed, self.epoch)
+            self._it.reset()
             return self._it
-        self._it = None
+        self.source.start(indices, positions, self.place.seed, self.epoch)
         pipe = _pipeline(self.source, self.cfg, self.place, self.batch, self.gpu)
         pipe.build()
+        self.builds += 1
         self._it = DALIGenericIterator(pipe, ["images", "labels"], size=-1, auto_reset=False)
         return self._it
 
-    def _bad_file(self, step: int, error: Exception) -> DataError:
-        """Name the sample that broke decoding: check the batches around the failing one first."""
-        served = self.source.indices
-        bad = find_bad(self.images, served[max(0, step - 1) * self.batch:(step + 3) * self.batch] + served)
-        first = next((ln for ln in str(error).splitlines() if "rror" in ln), str(error)[:200])
-        return bad or DataError(f"DALI could not decode a file under {self.images.location}: {first.strip()}")
+    def _finish_open_epoch(self) -> None:
+        """An epoch left before its end (a bench, max_steps_per_epoch, a stop after the last step): the source
+        serves nothing more and the batches already in flight (at most the prefetch depth) are dropped, so
+        the pipeline can be reset rather than rebuilt."""
+        if not self._open:
+            return
+        self.source.start([], [])
+        try:
+            while True:
+                next(self._it)
+        except StopIteration:
+            pass
+        self._open = False
+
+    def _failure(self, step: int, error: RuntimeError) -> Exception:
+        """What a DALI error is: the device failing (its memory, a CUDA error) is raised as such; otherwise
+        the file that broke decoding, looked for among the batches in flight only (those the source served
+        after the last delivered one), else DALI's own first line."""
+        first = first_error_line(error)
+        device = next((ln.strip() for ln in str(error).splitlines() if DEVICE_FAILURE.search(ln)), None)
+        if device is not None:
+            if re.search(r"memory|alloc", device, re.IGNORECASE) and "illegal" not in device:
+                return torch.OutOfMemoryError(f"DALI on {self.place.device}: {device}")
+            return RuntimeError(f"DALI on {self.place.device} failed (not a data problem): {device}")
+        in_flight = self.source.indices[step * self.batch:self.source.cursor]
+        return find_bad(self.images, in_flight) or DataError(
+            f"DALI could not decode a file under {self.images.location}: {first}; {VERIFY_HINT}")
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         indices, positions = (t.tolist() for t in self.plan.indices(self.epoch, self.start_step))
         if not indices:
             return
         dev, dtype = self.place.device, self.place.dtype
-        self._clean, it, step = False, None, 0
-        while True:
-            try:
-                if it is None:
-                    it = self._start(indices, positions)  # decodes the first batches when (re)started
-                out = next(it)
-            except StopIteration:
-                self._clean = True
-                return
-            except DataError:
-                self._it = None
-                raise
-            except RuntimeError as e:  # a file DALI cannot decode: name it
-                self._it = None
-                raise self._bad_file(step, e) from None
-            step += 1
-            x, y = out[0]["images"], out[0]["labels"]
-            if self.crops > 1:
-                x = x.flatten(0, 1)  # (N, 10, ...) -> each image's ten crops as consecutive rows
-            if self.place.channels_last:
-                x = x.permute(0, 3, 1, 2)  # NHWC memory, NCHW view
-            # dali_cpu feeding a GPU: the copy happens here (DALI's CPU output is not pinned)
-            yield x.to(dev, dtype, non_blocking=True), y.view(-1).to(dev, torch.int64, non_blocking=True)
+        step = 0
+        try:
+            it = self._start(indices, positions)  # decodes the first batches
+            self._open = True
+            while True:
+                try:
+                    out = next(it)
+                except StopIteration:
+                    self._open = False
+                    return
+                step += 1
+                x, y = out[0]["images"], out[0]["labels"]
+                if self.crops > 1:
+                    x = x.flatten(0, 1)  # (N, 10, ...) -> each image's ten crops as consecutive rows
+                if self.place.channels_last:
+                    x = x.permute(0, 3, 1, 2)  # NHWC memory, NCHW view
+                # dali_cpu on a CUDA device: DALI already copied the batch to the GPU (pipeline .gpu())
+                yield x.to(dev, dtype, non_blocking=True), y.view(-1).to(dev, torch.int64, non_blocking=True)
+        except DataError:
+            self._it, self._open = None, False
+            raise
+        except RuntimeError as e:  # DALI's failure: a file it cannot decode, or the device
+            self._it, self._open = None, False
+            raise self._failure(step, e) from None

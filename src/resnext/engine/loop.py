@@ -152,6 +152,7 @@ class Trainer:
         self.last_val: dict | None = None  # the latest evaluation of this start
         self.bad_step: int | None = None  # the first step whose loss or weights were not finite
         self.epoch_images_per_s = 0.0  # training throughput of the latest epoch (this start's part of it)
+        self.images_trained = 0  # images stepped on in this start, over all ranks (counted, not requested)
         # non-finite detection stays on the device: the first bad step is read at sync points only
         self.first_bad = torch.full((), -1, dtype=torch.long, device=world.device)
         self.step_dev = torch.zeros((), dtype=torch.long, device=world.device)
@@ -240,9 +241,8 @@ class Trainer:
         loader.set_epoch(s.epoch, s.step_in_epoch)
         self.model.train()
         base_lrs = [g["base_lr"] for g in self.opt.param_groups]
-        global_batch = loader.num_samples // max(len(loader), 1) * self.world.world_size
         last_sync = last_save = epoch_start = time.perf_counter()
-        first_step, steps_since_log, data_time = s.step_in_epoch, 0, 0.0
+        epoch_images, images_since_log, steps_since_log, data_time = 0, 0, 0, 0.0
         self.log.start_bar(self.steps_per_epoch, s.step_in_epoch, f"epoch {s.epoch + 1}/{self.o.epochs}")
         batches = iter(loader)
         while s.step_in_epoch < self.steps_per_epoch:
@@ -255,6 +255,10 @@ class Trainer:
             loss, logits = train_step(self.model, x, y, self.opt, self.scaler, self.precision, self.criterion,
                                       self.o.micro_batches)
             self.meter.update(loss, logits, y)
+            images = y.shape[0] * self.world.world_size  # every rank steps on an equal share (ShardPlan)
+            epoch_images += images
+            images_since_log += images
+            self.images_trained += images
             self.step_dev += 1
             self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss), self.step_dev, self.first_bad)
             s.step_in_epoch += 1
@@ -271,21 +275,21 @@ class Trainer:
                 return Outcome.NONFINITE
             now = time.perf_counter()
             if at_log:
-                ips = steps_since_log * global_batch / max(now - last_sync, 1e-9)
+                ips = images_since_log / max(now - last_sync, 1e-9)
                 lr = base_lrs[0] * factor
                 logged = float(loss.item())  # already synced above
                 self.log.record("step", epoch=s.epoch, step=s.global_step, loss=logged, lr=lr,
                                 images_per_s=ips, data_time=data_time / steps_since_log)
                 self.log.advance(0, loss=f"{logged:.3f}", lr=f"{lr:.4g}", img_s=f"{ips:.0f}")
                 s.wall_time += now - last_sync
-                last_sync, steps_since_log, data_time = now, 0, 0.0
+                last_sync, steps_since_log, images_since_log, data_time = now, 0, 0, 0.0
             minutes = self.o.checkpoint_every_minutes
             save_due = self._agree(stop, minutes > 0 and now - last_save > 60 * minutes and self.world.is_main)
             if at_end:
                 break  # end_epoch evaluates and saves (then stops if agreed)
             if stop.agreed or save_due:
                 s.wall_time += now - last_sync
-                last_sync, steps_since_log, data_time = now, 0, 0.0
+                last_sync, steps_since_log, images_since_log, data_time = now, 0, 0, 0.0
                 if self._nonfinite(check_weights=True):
                     self.log.close_bar()
                     return Outcome.NONFINITE
@@ -296,7 +300,7 @@ class Trainer:
                     return Outcome.PREEMPTED
         end = time.perf_counter()
         s.wall_time += end - last_sync
-        self.epoch_images_per_s = (s.step_in_epoch - first_step) * global_batch / max(end - epoch_start, 1e-9)
+        self.epoch_images_per_s = epoch_images / max(end - epoch_start, 1e-9)
         self.log.close_bar()
         return None
 
