@@ -195,3 +195,44 @@ def test_output_into_a_closed_pipe_ends_quietly(tool, tmp_path):
     p.stdout.close()  # the reader is gone
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == EXIT_PIPE_CLOSED and err == "", err
+
+
+def test_sgd_is_fused_on_cuda_and_fused_steps_skip_overflows_on_the_device():
+    """optim.fused null: the fused kernel on CUDA (GradScaler then passes it the scale and the overflow flag:
+    no host read per step, `_step_supports_amp_scaling`), PyTorch's per-tensor loop on CPU. Forced on here
+    (CPU has the kernel too): an fp16 step that overflows is skipped with the scale halved, a clean one moves
+    the weights as the unfused SGD does (PyTorch's fused SGD leaves its first-step momentum buffers
+    uninitialised when that step is skipped: resnext.optim.prime_momentum)."""
+    from resnext.optim import use_fused
+
+    assert use_fused(None, torch.device("cuda", 0)) and not use_fused(None, torch.device("cpu"))
+    assert use_fused(True, torch.device("cpu")) and not use_fused(False, torch.device("cuda"))
+    cfg = compose_config(["+recipe=resnext29_16x64d_cifar10"])
+    assert not build_optimizer(cfg.optim, torch.nn.Linear(2, 2), 128).defaults["fused"]
+    fused_cfg = compose_config(["+recipe=resnext29_16x64d_cifar10", "optim.fused=true", "optim.foreach=true"])
+    torch.manual_seed(0)
+    nets = [torch.nn.Linear(4, 3) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    opts = [build_optimizer(c.optim, n, 128) for c, n in ((fused_cfg, nets[0]), (cfg, nets[1]))]
+    assert opts[0].defaults["fused"] and opts[0]._step_supports_amp_scaling and not opts[1].defaults["fused"]
+    buffers = [opts[0].state[p].get("momentum_buffer") for p in nets[0].parameters()]
+    assert all(b is not None and not b.any() for b in buffers) and not opts[1].state  # primed with zeros
+    x = torch.randn(8, 4)
+    junk = [torch.full_like(p, float("nan")) for p in nets[0].parameters()]  # freed memory holding NaN, that
+    del junk  # an uninitialised buffer would likely be carved from
+    for big in (1e30, 1.0):  # the first step's gradients overflow the scaled fp16 range
+        for net, opt in zip(nets, opts, strict=True):
+            scaler = opt.scaler = getattr(opt, "scaler", None) or torch.amp.GradScaler("cpu", init_scale=2.0**16)
+            before = net.weight.detach().clone()
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = (net(x) * big).float().pow(2).mean()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            if big > 1:
+                assert torch.equal(net.weight, before) and scaler.get_scale() == 2.0**15
+            else:
+                assert not torch.equal(net.weight, before)
+    # without zero-primed momentum buffers the fused step after the skipped one read uninitialised memory
+    assert torch.allclose(nets[0].weight, nets[1].weight, rtol=1e-6, atol=1e-7)

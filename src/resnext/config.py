@@ -96,6 +96,7 @@ class OptimConfig:
     decay_bn_and_bias: bool = True  # old spelling, kept so old configs load: false = no_decay=bn_and_bias
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     foreach: bool | None = None  # multi-tensor SGD update; null = PyTorch's choice (on GPU only: 7% slower on CPU)
+    fused: bool | None = None  # one fused SGD kernel (fp16 loss scaling then unscales and skips on the device, no per-step host sync); null = on CUDA
 
 
 @dataclass

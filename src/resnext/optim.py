@@ -53,12 +53,40 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay: str = "none") 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": exempted, "weight_decay": 0.0}]
 
 
+def use_fused(fused: bool | None, device: torch.device) -> bool:
+    """optim.fused resolved for parameters on ``device``: null means on CUDA, where GradScaler hands the
+    fused kernel its scale and overflow flag instead of reading them on the host every step."""
+    return device.type == "cuda" if fused is None else bool(fused)
+
+
 def build_optimizer(cfg, model: nn.Module, batch_size: int) -> torch.optim.SGD:
     """SGD for the optim config subtree; its lr is the scaled base lr (the schedule multiplies it)."""
     lr = scaled_lr(cfg.lr, batch_size, cfg.ref_batch)
     groups = param_groups(model, cfg.weight_decay, no_decay_rule(cfg))
+    device = next(model.parameters()).device
+    fused = use_fused(cfg.get("fused"), device)
     opt = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                          foreach=cfg.foreach)
+                          foreach=None if fused else cfg.foreach, fused=fused or None)
     for g in opt.param_groups:
         g["base_lr"] = lr
+    prime_momentum(opt)
     return opt
+
+
+def prime_momentum(opt: torch.optim.Optimizer) -> None:
+    """Give a fused SGD zero momentum buffers before its first step. PyTorch's fused SGD allocates them
+    uninitialised (empty_like) on its first step and fills them in the kernel; when fp16 loss scaling skips
+    that step (an overflow, usual at the initial scale) they stay garbage and the next step reads them as
+    momentum (seen on CPU: weights of 1e17 after one skipped and one clean step). With zeros the first real
+    step computes momentum * 0 + grad = grad exactly, as an unprimed first step does (dampening 0)."""
+    if not opt.defaults.get("fused"):
+        return
+    for g in opt.param_groups:
+        if g["momentum"] == 0:
+            continue
+        if g["dampening"] != 0:
+            raise ValueError("fused SGD with dampening cannot be primed exactly; set optim.fused=false")
+        for p in g["params"]:
+            state = opt.state[p]
+            if state.get("momentum_buffer") is None:
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)

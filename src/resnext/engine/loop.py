@@ -15,6 +15,7 @@ from torch import nn
 from ..crops import mean_over_crops
 from ..data.base import Loaders
 from ..errors import EXIT_NONFINITE, EXIT_OK, EXIT_REQUEUE, EXIT_SAVE_FAILED, SaveError
+from ..optim import prime_momentum
 from ..schedule import Schedule
 from . import checkpoint as ckpt
 from .dist import World, all_reduce_max
@@ -169,6 +170,7 @@ class Trainer:
         self.raw.load_state_dict(state["model"])
         fresh = [{k: g[k] for k in OPTIM_SETTINGS if k in g} for g in self.opt.param_groups]
         self.opt.load_state_dict(state["optimizer"])
+        prime_momentum(self.opt)  # a checkpoint from before the first step holds no momentum buffers
         if self.o.reset_optimizer:  # an accepted change of optim.*: the new settings from this step on
             for g, settings in zip(self.opt.param_groups, fresh, strict=True):
                 g.update(settings)
