@@ -36,23 +36,32 @@ def env_world() -> tuple[int, int, int]:
 
 
 def pick_device(choice: str, local_rank: int) -> torch.device:
-    """Training device for a trainer.device setting (auto = cuda when available)."""
+    """Training device for a trainer.device setting (auto = cuda when available): GPU local_rank, or with more
+    processes on the node than GPUs, GPU local_rank modulo their count (processes then share a GPU)."""
     use_cuda = choice == "cuda" or (choice == "auto" and torch.cuda.is_available())
     if use_cuda:
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
+        index = local_rank % max(1, torch.cuda.device_count())
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return torch.device("cpu")
 
 
+def backend_for(device: torch.device, local_world_size: int, gpus: int) -> str:
+    """NCCL when every process of the node has a GPU of its own; gloo on CPU, and where processes share a GPU
+    (NCCL refuses two ranks on one device)."""
+    return "nccl" if device.type == "cuda" and local_world_size <= gpus else "gloo"
+
+
 def init_world(device_choice: str) -> World:
-    """Start the process group when launched with several processes (NCCL on GPU, gloo on CPU)."""
+    """Start the process group when launched with several processes (NCCL on GPUs, gloo on CPU)."""
     rank, local_rank, world_size = env_world()
     device = pick_device(device_choice, local_rank)
     if world_size > 1 and not dist.is_initialized():
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", "29500")
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        kwargs = {"device_id": device} if device.type == "cuda" else {}
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)  # torchrun's processes on this node
+        backend = backend_for(device, local, torch.cuda.device_count() if device.type == "cuda" else 0)
+        kwargs = {"device_id": device} if backend == "nccl" else {}
         dist.init_process_group(backend, rank=rank, world_size=world_size, **kwargs)
     return World(rank, local_rank, world_size, device)
 
