@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m resnext.bench", description=__doc__, epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=None, help="JSON result file (default bench-results/<cmd>.json)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="parse the subcommand's options, print them and exit (measures nothing)")
     parser.add_argument("cmd", choices=sorted(SUBCOMMANDS), help="what to measure")
     parser.add_argument("rest", nargs=argparse.REMAINDER, help="the subcommand's options (see CMD --help)")
     top = parser.parse_args(argv)
@@ -33,6 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     module.add_args(sub)
     args = sub.parse_args(top.rest)
     args.out, args.cmd = top.out, top.cmd
+    if top.dry_run:
+        print(f"bench {top.cmd}: " + " ".join(f"{k}={v}" for k, v in sorted(vars(args).items())))
+        return
     try:
         result = module.run(args)
     except UserError as e:  # anything else is a bug and keeps its traceback
