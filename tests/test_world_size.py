@@ -260,3 +260,21 @@ def test_ghost_bn_running_statistics_and_layouts_match_group_by_group_bn():
         assert torch.allclose(gx, rx, atol=1e-10)
         assert torch.allclose(ghost.running_var, torch.stack([b.running_var for b in copies]).mean(0), atol=1e-12)
         assert int(ghost.num_batches_tracked) == 1
+
+
+def test_ghost_bn_compiled_form_equals_the_eager_one(monkeypatch):
+    """Under torch.compile the groups' outputs are concatenated (inductor fuses it) instead of written in place
+    by the eager autograd Function: both forms give the same outputs, gradients and running statistics."""
+    torch.manual_seed(3)
+    bn = nn.BatchNorm2d(4).double()
+    results = []
+    for compiling in (False, True):
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda c=compiling: c)
+        ghost = convert_ghost_bn(copy.deepcopy(bn), 2)
+        x = torch.randn(6, 4, 3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+        y = ghost(x)
+        gx, gw = torch.autograd.grad(y, [x, ghost.weight], torch.ones_like(y) + x.detach())
+        results.append((y, gx, gw, ghost.running_mean.clone(), ghost.running_var.clone()))
+    for a, b in zip(*results, strict=True):
+        assert torch.allclose(a, b, atol=1e-12)

@@ -52,6 +52,13 @@ def interleaved(runs: dict[str, Callable[[], int]], device: torch.device, repeat
     return out
 
 
+def paired_ratio(res: dict[str, dict], name: str, base: str) -> float:
+    """Median over the interleaved rounds of name's rate / base's rate in the same round: drift of a shared
+    machine between rounds cancels out, which a ratio of the two medians does not."""
+    return statistics.median(a / b for a, b in zip(res[name]["all_images_per_s"], res[base]["all_images_per_s"],
+                                                   strict=True))
+
+
 def environment(device: torch.device) -> dict:
     env = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
            "processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),

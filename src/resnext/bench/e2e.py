@@ -6,7 +6,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from .common import environment, interleaved, table
+from .common import environment, interleaved, paired_ratio, table
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -61,8 +61,7 @@ def run(args) -> dict:
 
     res = interleaved({"end-to-end": go(real, "real"), "synthetic": go(synth, "synth")}, real.world.device,
                       args.repeats)
-    base = res["synthetic"]["images_per_s"]
-    rows = [{"input": k, "images_per_s": v["images_per_s"], "ratio": v["images_per_s"] / base,
+    rows = [{"input": k, "images_per_s": v["images_per_s"], "ratio": paired_ratio(res, k, "synthetic"),
              "images": v["images"], "seconds": v["seconds"]} for k, v in res.items()]
     settings = vars(args) | {"environment": environment(real.world.device), "dataset": cfg.data.dataset,
                              "backend": cfg.data.backend, "steps_per_epoch": real.steps_per_epoch,

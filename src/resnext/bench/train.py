@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from ..models import FAMILIES, VARIANTS, build_model
-from ..models.complexity import measure
-from .common import environment, interleaved, peak_flops, table
+from ..models.complexity import measure, saved_activation_bytes
+from .common import environment, interleaved, paired_ratio, peak_flops, table
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -114,8 +114,12 @@ def run_variant(args, precision: str, fmt: str, mode: str, device: str) -> dict:
         return go
 
     timed = {"ours": epoch_of(fit), "reference": ref_run}
+    memory = {}
     if args.bn_batch:
-        timed["ghost"] = epoch_of(build_engine(args, args.model, precision, cl, compiled, device, size, args.bn_batch))
+        ghost = build_engine(args, args.model, precision, cl, compiled, device, size, args.bn_batch)
+        timed["ghost"] = epoch_of(ghost)
+        for name, trainer in (("plain", fit), ("ghost", ghost)):  # what autograd keeps for backward
+            memory[name] = saved_activation_bytes(trainer.raw, x, trainer.precision.autocast) / x.shape[0]
     res = interleaved(timed, dev, args.repeats)
     macs = measure(lambda: reference_model(args.model, args.classes), size).macs
     peak = peak_flops(dev, precision)
@@ -124,11 +128,14 @@ def run_variant(args, precision: str, fmt: str, mode: str, device: str) -> dict:
            "ref_images_per_s": res["reference"]["images_per_s"],
            "ours_step_ms": 1000 * res["ours"]["seconds"] / args.steps,
            "ref_step_ms": 1000 * res["reference"]["seconds"] / args.steps,
-           "ratio": res["ours"]["images_per_s"] / res["reference"]["images_per_s"],
+           "ratio": paired_ratio(res, "ours", "reference"),
            "first_loss_ours": losses[0], "first_loss_ref": losses[1], "samples": res}
     if args.bn_batch:
         row["ghost_images_per_s"] = res["ghost"]["images_per_s"]
-        row["ghost_vs_plain"] = res["ghost"]["images_per_s"] / res["ours"]["images_per_s"]
+        row["ghost_vs_plain"] = paired_ratio(res, "ghost", "ours")
+        row["plain_saved_mb_per_image"] = memory["plain"] / 1e6
+        row["ghost_saved_mb_per_image"] = memory["ghost"] / 1e6
+        row["ghost_memory_vs_plain"] = memory["ghost"] / memory["plain"]
     if peak:
         row["mfu"] = res["ours"]["images_per_s"] * macs * 3 * 2 / peak
     return row
@@ -137,7 +144,8 @@ def run_variant(args, precision: str, fmt: str, mode: str, device: str) -> dict:
 COLUMNS = [("model", "model", ""), ("batch", "batch", ""), ("precision", "precision", ""), ("format", "format", ""),
            ("mode", "mode", ""), ("ours_images_per_s", "ours img/s", ".1f"), ("ref_images_per_s", "reference img/s", ".1f"),
            ("ratio", "ours / ref", ".3f"), ("ours_step_ms", "ours ms/step", ".1f"), ("mfu", "MFU", ".1%"),
-           ("ghost_vs_plain", "ghost BN / plain BN", ".3f")]
+           ("ghost_vs_plain", "ghost BN / plain BN", ".3f"),
+           ("ghost_memory_vs_plain", "ghost / plain saved activations", ".3f")]
 
 
 def run(args) -> dict:
