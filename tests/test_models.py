@@ -23,7 +23,7 @@ from resnext.models import (
 from resnext.models.complexity import count_params, measure
 from resnext.models.interop import export_torchvision, load_torchvision
 
-# torchvision parameter counts (PAPER.md), to the unit.
+# torchvision parameter counts (docs/paper.md), to the unit.
 TORCHVISION_COUNTS = {
     "resnet18": 11_689_512,
     "resnet34": 21_797_672,

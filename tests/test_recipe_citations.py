@@ -1,4 +1,4 @@
-"""Every recipe's target is PAPER.md's number for its row, and its header comment cites where it comes from."""
+"""Every recipe's target is docs/paper.md's number for its row, and its header comment cites where it comes from."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from resnext.compose import compose_config, recipes
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
-# PAPER.md, transcribed: recipe -> (section of PAPER.md cited, top-1 err, top-5 err, params (M), GFLOPs)
+# docs/paper.md, transcribed: recipe -> (section of docs/paper.md cited, top-1 err, top-5 err, params (M), GFLOPs)
 PAPER = {
     "resnet50_imagenet": ("Table 3", 23.9, None, 25.5, 4.1),  # params/GFLOPs: Table 1
     "resnext50_2x40d_imagenet": ("Table 3", 23.0, None, None, None),
@@ -38,7 +38,7 @@ PAPER = {
     "resnext29_cifar10_fig7": ("Fig. 7", None, None, None, None),
     "resnext101_32x4d_nvidia": ("What reproductions got", round(100 - 79.47, 2), None, None, None),
 }
-NOT_PAPER = {"resnext29_demo_digits", "ig_resnext101_32x8d_finetune"}  # no PAPER.md fact; say so
+NOT_PAPER = {"resnext29_demo_digits", "ig_resnext101_32x8d_finetune"}  # no docs/paper.md fact; say so
 
 
 def header(name: str) -> str:
@@ -57,7 +57,7 @@ def test_targets_are_paper_md_and_cited(name):
     p = compose_config([f"+recipe={name}"]).paper
     assert (p.top1_err, p.top5_err, p.params_m, p.gflops) == (top1, top5, params, gflops)
     text = header(name)
-    assert f'PAPER.md "{section}' in text  # the section of PAPER.md the target comes from
+    assert f'docs/paper.md "{section}' in text  # the section of docs/paper.md the target comes from
     for value in (top1, top5):
         if value is not None:
             assert f"{value:.2f}".rstrip("0").rstrip(".") in text or f"{value}" in text, (name, value)
@@ -71,3 +71,30 @@ def test_targets_are_paper_md_and_cited(name):
 def test_non_paper_recipes_say_so(name):
     assert "Not a paper result" in header(name)
     assert compose_config([f"+recipe={name}"]).paper.top1_err is None
+
+
+PAPER_MD = RECIPES.parent / "docs" / "paper.md"
+
+
+def test_every_cited_section_of_docs_paper_md_exists():
+    """Recipes, conf/, the code and the README cite docs/paper.md "Heading": each heading is there (a cited
+    "CIFAR" names the heading that starts with it)."""
+    import re
+
+    root = RECIPES.parent
+    headings = [h.strip() for h in re.findall(r"^#{2,3} (.+)$", PAPER_MD.read_text(), re.MULTILINE)]
+    files = [*RECIPES.glob("*.yaml"), *(root / "conf").rglob("*.yaml"), *(root / "src").rglob("*.py"),
+             root / "README.md"]
+    cited = {c for f in files for c in re.findall(r'docs/paper\.md "([^"]+)"', f.read_text())}
+    assert len(cited) >= 10
+    for section in cited:
+        assert any(h.startswith(section) for h in headings), section
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_targets_are_written_in_docs_paper_md(name):
+    """Each recipe's target numbers appear in docs/paper.md (the repo's own account of the paper)."""
+    text = PAPER_MD.read_text()
+    for value in PAPER[name][1:]:
+        if value is not None:
+            assert f"{value:.2f}".rstrip("0").rstrip(".") in text or f"{value}" in text, (name, value)

@@ -19,7 +19,7 @@ NO_DECAY = ("none", "bn_and_bias", "bn", "bn_named")
 
 
 def scaled_lr(lr: float, batch_size: int, ref_batch: int) -> float:
-    """Linear scaling rule (Goyal et al.; PAPER.md): lr for ``batch_size`` given lr quoted for ``ref_batch``."""
+    """Linear scaling rule (Goyal et al.; docs/paper.md): lr for ``batch_size`` given lr quoted for ``ref_batch``."""
     return lr * batch_size / ref_batch
 
 
