@@ -236,3 +236,18 @@ def test_sgd_is_fused_on_cuda_and_fused_steps_skip_overflows_on_the_device():
                 assert not torch.equal(net.weight, before)
     # without zero-primed momentum buffers the fused step after the skipped one read uninitialised memory
     assert torch.allclose(nets[0].weight, nets[1].weight, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["recipe=resnext29_demo_digits"], "recipe=resnext29_demo_digits: a recipe is added to the configuration, not "
+                                       "overridden: write +recipe=resnext29_demo_digits (with the plus)"),
+    (["+recipe=resnext29_demo_digits", "schedule=step", "trainer.epochs=10", "schedule.warmup_epochs=0"],
+     "schedule.milestones=[30, 60, 90] must be increasing epochs in (0, trainer.epochs=10]; give milestones "
+     "within the run (e.g. schedule.milestones=[3, 6, 9]) or use schedule=cosine"),
+])
+def test_newcomers_mistakes_name_the_fix(overrides, message):
+    from resnext.config import validate
+
+    with pytest.raises(ConfigError) as e:
+        validate(compose_config(overrides), 1, False)
+    assert str(e.value) == message

@@ -9,12 +9,13 @@ import subprocess
 
 import pytest
 import torch
-from inference_helpers import TINY_MODEL, make_run, tool
+from inference_helpers import CIFAR10_NAMES, TINY_MODEL, make_run, tool, write_cifar10_meta
 from runs import PY, ROOT, env
 from torchvision.models.resnet import Bottleneck as TVBottleneck
 from torchvision.models.resnet import ResNet as TVResNet
 
 from resnext import export
+from resnext.data.cifar import CIFAR_MEAN, CIFAR_STD
 from resnext.models import VARIANTS, CifarResNeXt, build_model
 from resnext.models.complexity import count_params
 from resnext.models.finetune import init_from
@@ -129,8 +130,10 @@ def test_train_with_init_from(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("export") / "run"
-    return run, make_run(run, *TINY_MODEL, "data=cifar10")  # val_crop 32
+    base = tmp_path_factory.mktemp("export")
+    write_cifar10_meta(base / "cifar")  # the class names the export carries
+    run = base / "run"
+    return run, make_run(run, *TINY_MODEL, "data=cifar10", f"data.root={base / 'cifar'}")  # val_crop 32
 
 
 def exported_outputs(fmt: str, path, x: torch.Tensor) -> torch.Tensor:
@@ -167,6 +170,25 @@ def test_export_matches_pytorch(tiny_run, tmp_path, capsys, fmt, flags):
     assert got.shape == (5, 10) and got.dtype == want.dtype
     tol = dict(rtol=1e-2, atol=1e-2) if fp16 else dict(rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got.float(), want.float(), **tol)
+    # the file says what input it expects: the run's evaluation transform and its class names
+    meta = exported_metadata(fmt, out)
+    assert (meta["resize"], meta["crop"], meta["interpolation"]) == (32, 32, "bilinear")
+    assert meta["mean"] == pytest.approx(list(CIFAR_MEAN)) and meta["std"] == pytest.approx(list(CIFAR_STD))
+    assert meta["class_names"] == CIFAR10_NAMES and meta["source"].startswith(run.name)
+
+
+def exported_metadata(fmt: str, path) -> dict:
+    """The description an exported file carries (ONNX metadata_props / TorchScript extra file)."""
+    import json
+
+    if fmt == "onnx":
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        return json.loads(props[export.METADATA])
+    extra = {export.METADATA: ""}
+    torch.jit.load(str(path), _extra_files=extra)
+    return json.loads(extra[export.METADATA])
 
 
 def test_export_bad_input_one_line(tmp_path, tiny_run, capsys):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from inference_helpers import (
@@ -144,3 +146,40 @@ def test_bad_input_is_one_line(tmp_path, images, resnet50_file, capsys):
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.strip() == (f"error: {run}: no checkpoints/last.pt in this run directory "
                                   "(it has checkpoints/best.pt: --checkpoint best)")
+
+
+def test_a_checkpoint_copied_out_of_its_run_predicts_as_the_run(tmp_path, images, capsys):
+    """The engine's checkpoints describe their input (recipe, data config, class names): last.pt copied
+    anywhere gives the run directory's top-k, names included. The control, the same weights without that
+    description, falls back to the family's preprocessing and prints other numbers."""
+    from runs import train
+
+    run = tmp_path / "run"
+    res = train(run, "trainer.epochs=1", "trainer.max_steps_per_epoch=2")
+    assert res.returncode == 0, res.stderr[-2000:]
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["described"]["recipe"] == "resnext29_demo_digits"
+    assert state["described"]["class_names"] == [str(i) for i in range(10)]
+    away = tmp_path / "elsewhere" / "my_last.pt"
+    away.parent.mkdir()
+    torch.save(state, away)
+    bare = tmp_path / "elsewhere" / "bare.pt"
+    torch.save({k: v for k, v in state.items() if k != "described"}, bare)
+    outs = {}
+    for name, path in (("run", run), ("copy", away), ("bare", bare)):
+        predict.main([str(path), *map(str, images), "--topk", "3"])
+        outs[name] = capsys.readouterr().out.splitlines()
+    assert outs["copy"][0] == "model: my_last.pt (resnext29_demo_digits), 10 classes"
+    assert outs["copy"][1:] == outs["run"][1:]
+    preds = parse_predictions("\n".join(outs["copy"]))
+    assert all(name == str(i) for top in preds.values() for _, i, name in top)
+    assert outs["bare"][1:] != outs["run"][1:]
+    # evaluate too: the copy measures what the run directory measures, on the data its description names
+    from resnext import evaluate
+
+    results = []
+    for path in (run, away):
+        evaluate.main([str(path)])
+        results.append(json.loads(capsys.readouterr().out.splitlines()[-1]))
+    assert results[0].pop("weights") != results[1].pop("weights") and results[0] == results[1]
+    assert results[0]["samples"] == 359

@@ -65,8 +65,10 @@ def test_second_start_is_refused_naming_the_holder(tmp_path):
 
 
 def test_resume_with_other_training_settings_is_refused(done):
+    """Refused before anything is built: a model.init_from that does not exist (loaded when the model is
+    built) is never reached."""
     before = snapshot(done)
-    res = train(done, *SHORT, "optim.lr=5.0", "optim.weight_decay=0.001")
+    res = train(done, *SHORT, "optim.lr=5.0", "optim.weight_decay=0.001", "model.init_from=/nonexistent/w.pt")
     assert res.returncode == 2
     (line,) = res.stderr.strip().splitlines()
     assert "optim.lr: 0.2 -> 5.0" in line and "optim.weight_decay: 0.0005 -> 0.001" in line
@@ -75,8 +77,9 @@ def test_resume_with_other_training_settings_is_refused(done):
 
 
 def test_finished_run_rerun_says_so_and_touches_nothing(done):
+    """Found finished before anything is built: the missing model.init_from file is never opened."""
     before = snapshot(done)
-    res = train(done, *SHORT, "data.workers=0")  # a where/how key may differ
+    res = train(done, *SHORT, "data.workers=0", "model.init_from=/nonexistent/w.pt")  # where/how keys may differ
     assert res.returncode == 0, res.stderr
     assert "already finished (1 epochs)" in res.stdout
     assert snapshot(done) == before
@@ -302,3 +305,40 @@ def test_the_old_no_decay_spelling_is_no_change_on_resume():
     other = OmegaConf.create({"optim": {"no_decay": "bn", "decay_bn_and_bias": True}})
     with pytest.raises(ConfigError, match=r"optim.no_decay: 'bn_and_bias' -> 'bn'"):
         check_resume(saved, other, [])
+
+
+@pytest.mark.parametrize("change, worlds, verdict", [
+    # batch 32 with model.bn_batch 0: BN over each micro-batch
+    (["trainer.accumulate=2"], (1, 1), "images per BN statistic: 32 -> 16"),  # halves every statistic
+    (["trainer.accumulate=2"], (2, 1), "kept"),  # 2 x 16 before, 1 x 2 x 16 now
+    ([], (2, 1), "images per BN statistic: 16 -> 32"),  # one process now holds both ranks' images
+    (["trainer.accumulate=2", "model.bn_batch=32"], (1, 1), "images per BN statistic: 32 -> 16"),
+    (["model.bn_batch=32"], (1, 1), "kept"),  # spelled out, the same 32 images
+    (["trainer.accumulate=2", "trainer.accept_changes=[trainer.accumulate]"], (1, 1), "accepted"),
+])
+def test_resume_judges_bn_grouping_by_its_effect(change, worlds, verdict):
+    """trainer.accumulate, model.bn_batch and the process count are where/how on a resume when the images per
+    BN statistic stay the same, and a change of what is trained (refused unless accepted) when they do not."""
+    from resnext.compose import compose_config
+    from resnext.engine.rundir import check_resume
+    from resnext.errors import ConfigError
+
+    base = ["+recipe=resnext29_demo_digits", "data.batch_size=32", "model.bn_batch=0"]
+    saved, new = compose_config(base), compose_config([*base, *change])
+    accepted = list(new.trainer.accept_changes)
+    if verdict in ("kept", "accepted"):
+        diff = check_resume(saved, new, accepted, worlds)
+        assert set(diff) <= {"trainer.accumulate", "model.bn_batch", "trainer.accept_changes"}
+    else:
+        with pytest.raises(ConfigError) as e:
+            check_resume(saved, new, accepted, worlds)
+        assert verdict in str(e.value) and "trainer.accept_changes=[" in str(e.value)
+
+
+def test_an_empty_saved_config_is_one_line(tmp_path):
+    from resnext.engine.rundir import saved_config
+    from resnext.errors import UserError
+
+    (tmp_path / "config.yaml").write_text("")
+    with pytest.raises(UserError, match="config.yaml: not a run's config"):
+        saved_config(tmp_path)

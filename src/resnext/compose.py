@@ -55,6 +55,9 @@ def explain(exc: Exception, overrides: list[str] = ()) -> str:
         key, _, value = o.lstrip("+~").partition("=")
         if key == "recipe" and value not in recipes():
             return f"unknown recipe {value!r}; available recipes: {', '.join(recipes())}"
+        if key == "recipe" and not o.startswith("+"):
+            return (f"{o}: a recipe is added to the configuration, not overridden: write +recipe={value} "
+                    "(with the plus)")
     chain, e = [], exc
     while e is not None and e not in chain:
         chain.append(e)

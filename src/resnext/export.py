@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import importlib.util
 import io
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 
 from .errors import EXIT_CHECK_FAILED, OneLineParser, UserError, fail
-from .loading import CHECKPOINTS, load_model
+from .loading import CHECKPOINTS, description, load_model
 
 FORMATS = {"torchscript": ".ts", "onnx": ".onnx"}  # format -> file suffix
 EXPORT_BATCH, CHECK_BATCH = 2, 3  # exported with one batch size, checked with another
@@ -39,16 +40,22 @@ def default_out(source: Path, fmt: str, fp16: bool) -> Path:
     return folder / f"{stem}{'.fp16' if fp16 else ''}{FORMATS[fmt]}"
 
 
-def export_torchscript(model: nn.Module, example: torch.Tensor, out: Path) -> nn.Module:
-    """Trace, save, and load back what was saved (the check runs the file, not the in-memory trace)."""
+#: The metadata key (ONNX metadata_props) / extra file (TorchScript) holding the model's description: its
+#: evaluation transform, class names and source, as JSON (resnext.loading.description).
+METADATA = "resnext.json"
+
+
+def export_torchscript(model: nn.Module, example: torch.Tensor, out: Path, meta: dict) -> nn.Module:
+    """Trace, save with ``meta`` as the extra file METADATA, and load back what was saved (the check runs the
+    file, not the in-memory trace)."""
     with warnings.catch_warnings():  # torch.jit announces its deprecation on every call
         warnings.simplefilter("ignore", FutureWarning)
         traced = torch.jit.trace(model, example)
-        traced.save(str(out))
+        traced.save(str(out), _extra_files={METADATA: json.dumps(meta)})
         return torch.jit.load(str(out), map_location=example.device)
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, out: Path) -> list[Path]:
+def export_onnx(model: nn.Module, example: torch.Tensor, out: Path, meta: dict) -> list[Path]:
     """torch.onnx.export (dynamo) with a dynamic batch dimension; input "images", output "logits".
 
     Weights go inside the .onnx file unless they pass ONNX's 2 GB protobuf limit (the larger IG
@@ -65,6 +72,10 @@ def export_onnx(model: nn.Module, example: torch.Tensor, out: Path) -> list[Path
         torch.onnx.export(model, (example,), str(out), dynamo=True, input_names=["images"],
                           output_names=["logits"], dynamic_shapes=({0: Dim("batch")},),
                           external_data=external, verbose=False)
+    proto = onnx.load(str(out), load_external_data=False)  # external tensors stay where they were written
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA, json.dumps(meta)
+    onnx.save(proto, str(out))
     onnx.checker.check_model(str(out))
     return [out, *([out.parent / f"{out.name}.data"] if external else [])]
 
@@ -135,10 +146,11 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():
         ref = model(x)
         try:
+            meta = description(loaded, args.image_size)
             if args.format == "torchscript":
-                got, written = export_torchscript(model, example, out)(x), [out]
+                got, written = export_torchscript(model, example, out, meta)(x), [out]
             else:
-                written = export_onnx(model, example, out)
+                written = export_onnx(model, example, out, meta)
                 got = onnx_outputs(out, x)
         except OSError as e:
             fail(f"--out {out}: cannot write ({e.strerror or type(e).__name__})")

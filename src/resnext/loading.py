@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from .config import schema_for
-from .data.cifar import CIFAR_MEAN, CIFAR_STD, DIGITS_MEAN, DIGITS_STD
+from .data.cifar import CIFAR_MEAN, CIFAR_STD, DIGITS_MEAN, DIGITS_STD, cifar_class_names
+from .data.cifar import META as CIFAR_META
 from .data.imagenet import interpolation
 from .data.imagenet_folder import MEAN, STD
 from .engine.checkpoint import safe_load
+from .engine.rundir import CONFIG, read_config
 from .errors import CheckpointError, ConfigError
 from .models import VARIANTS, Family, build_model, family_of
 from .models.interop import load_torchvision, read_state_dict
@@ -44,6 +47,7 @@ class Source:
     stored: dict[str, Any] | None  # the architecture our checkpoints store (model_config); None in others
     cfg: DictConfig | None  # the run's config.yaml as written; None for a weights file outside a run
     what: str  # one-line description: "RUN (last.pt)" or "FILE"
+    described: dict[str, Any] = field(default_factory=dict)  # what our checkpoints say of their input (describe())
 
     @property
     def record(self) -> dict[str, Any] | None:
@@ -65,8 +69,9 @@ class Loaded:
 
     model: nn.Module
     what: str  # one-line description: "RUN (last.pt)" or "FILE as ARCH"
-    data: DictConfig | None  # the run's data config; None for a weights file
+    data: DictConfig | None  # the run's data config (or the one its checkpoint carries); None for a weights file
     family: Family  # the model's family (input size and normalisation of a weights file)
+    class_names: list[str] | None = None  # names by class index, as the checkpoint carries them
 
     @property
     def num_classes(self) -> int:
@@ -110,20 +115,14 @@ def checkpoint_of(run_dir: Path, which: str = "last") -> Path:
 def run_dir_of(weights: Path) -> Path | None:
     """The run directory a weights file lies in (RUN/checkpoints/FILE with RUN/config.yaml), else None."""
     run = weights.parent.parent
-    if weights.parent.name == "checkpoints" and (run / "config.yaml").is_file():
+    if weights.parent.name == "checkpoints" and (run / CONFIG).is_file():
         return run
     return None
 
 
 def run_config(run_dir: Path) -> DictConfig:
     """A run directory's config.yaml as written (ConfigError if it is unreadable or not a run's)."""
-    try:
-        cfg = OmegaConf.load(run_dir / "config.yaml")
-    except Exception as e:
-        raise ConfigError(f"{run_dir / 'config.yaml'}: unreadable config ({type(e).__name__}: {str(e)[:120]})") from None
-    if not isinstance(cfg, DictConfig) or "model" not in cfg or "data" not in cfg:
-        raise ConfigError(f"{run_dir / 'config.yaml'}: not a run config (needs model: and data: blocks)")
-    return cfg
+    return read_config(run_dir / CONFIG)
 
 
 def typed_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
@@ -145,7 +144,7 @@ def open_source(path: str | Path, checkpoint: str = "last") -> Source:
     path = Path(path)
     cfg = None
     if path.is_dir():
-        if not (path / "config.yaml").is_file():
+        if not (path / CONFIG).is_file():
             raise ConfigError(f"{path}: not a run directory (no config.yaml); give a run directory or a weights file")
         cfg = run_config(path)
         weights = checkpoint_of(path, checkpoint)
@@ -158,7 +157,12 @@ def open_source(path: str | Path, checkpoint: str = "last") -> Source:
     else:
         raise CheckpointError(f"{path}: no such weights file or run directory")
     state = safe_load(weights)
-    return Source(weights, read_state_dict(state), state.get("model_config") or None, cfg, what)
+    described = state.get("described") if isinstance(state.get("described"), dict) else {}
+    if cfg is None and described.get("data") and state.get("model_config"):  # copied out of its run directory
+        cfg = OmegaConf.create({"name": described.get("recipe") or "", "model": state["model_config"],
+                                "data": described["data"]})
+        what = f"{what} ({described.get('recipe') or 'its own description'})"
+    return Source(weights, read_state_dict(state), state.get("model_config") or None, cfg, what, described)
 
 
 def instantiate(spec: str | Mapping[str, Any], source: Source, hint: str = "", **kwargs: Any) -> nn.Module:
@@ -197,4 +201,48 @@ def load_model(path: str | Path, arch: str | None = None, checkpoint: str = "las
             raise ConfigError(f"--arch {spec!r} is not a model name; valid: {', '.join(sorted(VARIANTS))}")
         hint = f" (read as {spec}; give --arch the file's architecture)"
         model, what = instantiate(spec, src, hint, num_classes=src.classes), f"{src.what} as {spec}"
-    return Loaded(model, what, src.cfg.data if src.cfg is not None else None, family_of(spec))
+    names = src.described.get("class_names")
+    names = [str(n) for n in names] if isinstance(names, list) and len(names) == src.classes else None
+    return Loaded(model, what, src.cfg.data if src.cfg is not None else None, family_of(spec), names)
+
+
+def imagenet_names() -> list[str]:
+    """The 1000 ImageNet class names, in the class-index order of torchvision's weights."""
+    from torchvision.models import ResNet50_Weights
+
+    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def _folder_names(root: Path) -> list[str] | None:
+    train = root / "train"
+    if not train.is_dir():
+        return None
+    return sorted(e.name for e in os.scandir(train) if e.is_dir() and not e.name.startswith("."))
+
+
+def class_names(loaded: Loaded) -> list[str] | None:
+    """Names by class index: those the checkpoint carries, else ImageNet's for 1000 classes, else the run's
+    data set's, else None."""
+    n, d = loaded.num_classes, loaded.data
+    dataset = None if d is None else str(d.dataset)
+    names = loaded.class_names
+    if names is not None:
+        pass
+    elif n == 1000 and dataset in (None, "imagenet", "synthetic"):
+        names = imagenet_names()
+    elif dataset == "digits":
+        names = [str(i) for i in range(10)]
+    elif dataset in CIFAR_META and d.root:
+        names = cifar_class_names(Path(str(d.root)).expanduser(), dataset)
+    elif dataset == "imagenet" and d.root:
+        names = _folder_names(Path(str(d.root)).expanduser())
+    return names if names is not None and len(names) == n else None
+
+
+def description(loaded: Loaded, crop: int | None = None) -> dict[str, Any]:
+    """What an exported model expects and says, as plain values: the evaluation transform (shorter side,
+    centre crop, filter, mean and std of [0, 1] RGB), the class names and where it came from."""
+    p = loaded.preprocessing(crop)
+    return {"source": loaded.what, "resize": p.resize, "crop": p.crop, "interpolation": p.interpolation,
+            "mean": list(p.mean), "std": list(p.std), "input": "RGB in [0, 1], normalized, N x 3 x crop x crop",
+            "class_names": class_names(loaded)}

@@ -15,64 +15,14 @@ Output: one line per image, then one line per class: probability, class index, n
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from .data.cifar import LAYOUT as CIFAR_LAYOUT
-from .data.pickles import read_pickle
 from .errors import OneLineParser, UserError, fail
-from .loading import CHECKPOINTS, Loaded, Preprocessing, load_model
-
-CIFAR_META = {"cifar10": ("batches.meta", "label_names"), "cifar100": ("meta", "fine_label_names")}
-
-
-def imagenet_names() -> list[str]:
-    """The 1000 ImageNet class names, in the class-index order of torchvision's weights."""
-    from torchvision.models import ResNet50_Weights
-
-    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
-
-
-def _cifar_names(root: Path, dataset: str) -> list[str] | None:
-    meta_file, key = CIFAR_META[dataset]
-    for folder in (root / CIFAR_LAYOUT[dataset][0], root):
-        if (folder / meta_file).is_file():
-            try:
-                meta = read_pickle(folder / meta_file)  # refuses (DataError) a file that would run code
-                names = meta.get(key.encode(), meta.get(key))
-                return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
-            except UserError:
-                raise
-            except Exception:  # a names file we cannot read only costs the names
-                return None
-    return None
-
-
-def _folder_names(root: Path) -> list[str] | None:
-    train = root / "train"
-    if not train.is_dir():
-        return None
-    return sorted(e.name for e in os.scandir(train) if e.is_dir() and not e.name.startswith("."))
-
-
-def class_names(loaded: Loaded) -> list[str] | None:
-    """Names by class index: ImageNet's for 1000 classes, else the run's data set's, else None."""
-    n, d = loaded.num_classes, loaded.data
-    dataset = None if d is None else str(d.dataset)
-    names = None
-    if n == 1000 and dataset in (None, "imagenet", "synthetic"):
-        names = imagenet_names()
-    elif dataset == "digits":
-        names = [str(i) for i in range(10)]
-    elif dataset in CIFAR_META and d.root:
-        names = _cifar_names(Path(str(d.root)).expanduser(), dataset)
-    elif dataset == "imagenet" and d.root:
-        names = _folder_names(Path(str(d.root)).expanduser())
-    return names if names is not None and len(names) == n else None
+from .loading import CHECKPOINTS, Loaded, Preprocessing, class_names, load_model
 
 
 def transform(p: Preprocessing) -> T.Compose:

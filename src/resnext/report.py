@@ -31,14 +31,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from .engine.rundir import CONFIG, WHERE_AND_HOW, read_config
 from .errors import EXIT_USER_ERROR, UserError, reports_user_errors
 
 MAX_DEPTH = 3  # how far below a given folder run directories are looked for
 SKIP_DIRS = {"tb", "checkpoints"}  # parts of a run directory, never run directories themselves
-#: Settings that do not change what a run learns: left out of run labels and of Fig. 7 family keys.
-IGNORED_SETTINGS = {"name", "data.root", "data.workers", "data.backend", "trainer.progress", "trainer.device",
-                    "trainer.log_every", "trainer.checkpoint_every_minutes", "trainer.cudnn_benchmark",
-                    "trainer.compile", "model.init_from"}
+#: Settings that do not change what a run learns (the resume check's list): left out of run labels and of
+#: Fig. 7 family keys.
+IGNORED_SETTINGS = frozenset(WHERE_AND_HOW)
 #: Short names for settings in run labels (the paper's C and d); others go by their last key.
 SHORT = {"model.cardinality": "C", "model.width": "d", "data.batch_size": "batch", "trainer.epochs": "epochs"}
 #: report.csv's columns (report.md shows them too, epochs as done/planned and without the path).
@@ -94,7 +94,7 @@ def find_runs(paths: list[str]) -> list[Run]:
 
 
 def _walk(d: Path, depth: int) -> list[Path]:
-    if (d / "config.yaml").is_file():
+    if (d / CONFIG).is_file():
         return [d]
     if depth >= MAX_DEPTH:
         return []
@@ -108,13 +108,7 @@ def _walk(d: Path, depth: int) -> list[Path]:
 
 def load_run(d: Path) -> Run:
     """A run directory's config and metrics records (lines cut by a kill are skipped)."""
-    try:
-        cfg = OmegaConf.load(d / "config.yaml")
-    except Exception as e:  # YAML or OS error: any way the file cannot be read is bad input
-        raise UserError(f"{d / 'config.yaml'}: unreadable ({type(e).__name__}); "
-                          "expected the config.yaml a training run writes") from None
-    if not isinstance(cfg, DictConfig) or not all(isinstance(cfg.get(k), DictConfig) for k in ("model", "data")):
-        raise UserError(f"{d / 'config.yaml'}: not a run's config (expected a mapping with model: and data:)")
+    cfg = read_config(d / CONFIG)
     records = []
     metrics = d / "metrics.jsonl"
     if metrics.is_file():

@@ -36,6 +36,14 @@ def model_record(cfg: DictConfig, num_classes: int) -> dict:
     return rec
 
 
+def describe(cfg: DictConfig, class_names: list[str] | None) -> dict:
+    """What a checkpoint says of the input its model expects, so that it predicts and evaluates alike when
+    copied out of its run directory: the recipe's name, the resolved data config (sizes, resize and crop,
+    filter, data set and so its normalisation) and the class names where the data has them."""
+    return {"recipe": str(cfg.name), "data": OmegaConf.to_container(cfg.data, resolve=True),
+            "class_names": list(class_names) if class_names else None}
+
+
 def make_model(rec: dict, init_from: str | None, log) -> torch.nn.Module:
     try:
         model = build_model(rec)
@@ -121,6 +129,7 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
         epochs=t.epochs, eval_every=t.eval_every, log_every=t.log_every,
         checkpoint_every_minutes=t.checkpoint_every_minutes, label_smoothing=cfg.optim.label_smoothing,
         fail_on_nonfinite=t.fail_on_nonfinite, hparams=flat_hparams(cfg), model_config=rec,
+        described=describe(cfg, loaders.class_names),
         micro_batches=micro_batches(cfg, world.world_size))
     return Parts(wrapped, model, loaders, optimizer, schedule, precision), opts
 
@@ -201,11 +210,14 @@ def start_line(cfg: DictConfig, trainer: Trainer, world: World, run_dir: Path, d
         log.print(f"  changed since the last start: {key}: {was!r} -> {now!r}")
 
 
-def _classes_pinned(saved: DictConfig, cfg: DictConfig, classes: int) -> tuple[DictConfig, DictConfig]:
+def _classes_pinned(saved: DictConfig, cfg: DictConfig, classes: int | None) -> tuple[DictConfig, DictConfig]:
     """The saved and the new config with model.num_classes 0 ("from the data") read as ``classes``, the count
-    this start resolved: a run started with 10 (or with an older default) resumes with 0 and vice versa."""
+    the run's checkpoint was built with: a run started with 10 resumes with 0 and vice versa (without a
+    checkpoint, the two are compared as written)."""
     def pin(c: DictConfig) -> DictConfig:
-        return c if c.model.get("num_classes", 1) else OmegaConf.merge(c, {"model": {"num_classes": classes}})
+        if classes is None or c.model.get("num_classes", 1):
+            return c
+        return OmegaConf.merge(c, {"model": {"num_classes": classes}})
 
     return pin(saved), pin(cfg)
 
@@ -232,17 +244,20 @@ def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock) -> int:
         _lock(lock, world)
         saved = saved_config(run_dir)
         state = load_state(run_dir, world)
-        try:
-            parts, opts = build_parts(cfg, world, run_dir, state)  # the model's own errors come first
-        except RuntimeError as e:
-            raise out_of_memory(e, cfg, world) or e from None
-        diff = check_resume(*_classes_pinned(saved, cfg, opts.model_config["num_classes"]),
-                            list(cfg.trainer.accept_changes)) if saved is not None else {}
+        # a resume is refused, or found finished, before any data is scanned or any model built
+        classes = (state.get("model_config") or {}).get("num_classes") if state is not None else None
+        worlds = (int(state.get("world_size", world.world_size)), world.world_size) if state is not None else None
+        diff = check_resume(*_classes_pinned(saved, cfg, classes), list(cfg.trainer.accept_changes),
+                            worlds) if saved is not None else {}
         if state is not None and state["progress"]["epoch"] >= cfg.trainer.epochs:
             if world.is_main:
                 print(f"{cfg.name}: already finished ({state['progress']['epoch']} epochs) in {run_dir}; "
                       "nothing to do (raise trainer.epochs to extend the run)", flush=True)
             return EXIT_OK
+        try:
+            parts, opts = build_parts(cfg, world, run_dir, state)  # the model's own errors come first
+        except RuntimeError as e:
+            raise out_of_memory(e, cfg, world) or e from None
     except UserError as e:
         if world.is_main:
             print(f"error: {e}", file=sys.stderr, flush=True)

@@ -39,6 +39,7 @@ class Loaders:
     num_classes: int  # classes in the data set
     train_size: int  # training samples in the whole data set
     val_size: int  # evaluation samples in the whole data set
+    class_names: list[str] | None = None  # names by class index, where the data set has them
 
 
 @dataclass(frozen=True)

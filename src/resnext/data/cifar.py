@@ -66,6 +66,27 @@ def load_cifar(root: str, dataset: str) -> tuple[torch.Tensor, torch.Tensor, tor
     return out[0], out[1], out[2], out[3]
 
 
+#: The names file of each CIFAR set and the key of its class names (the official python batches).
+META = {"cifar10": ("batches.meta", "label_names"), "cifar100": ("meta", "fine_label_names")}
+
+
+def cifar_class_names(root: Path, dataset: str) -> list[str] | None:
+    """The class names of the official batches' meta file, or None where it is absent or unreadable
+    (a file that would run code is refused: DataError)."""
+    meta_file, key = META[dataset]
+    for folder in (root / LAYOUT[dataset][0], root):
+        if (folder / meta_file).is_file():
+            try:
+                meta = read_pickle(folder / meta_file)
+                names = meta.get(key.encode(), meta.get(key))
+                return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+            except DataError:
+                raise
+            except Exception:  # a names file we cannot read only costs the names
+                return None
+    return None
+
+
 def load_digits(size: int = 32, test_fraction: float = 0.2):
     """scikit-learn's 1,797 handwritten digits as uint8 RGB size x size images, split deterministically."""
     from sklearn.datasets import load_digits as sk_digits
@@ -85,14 +106,15 @@ def build_memory(cfg, place: Placement) -> Loaders:
     """Loaders for cifar10, cifar100 or digits, the whole set on the training device."""
     if cfg.dataset == "digits":
         xtr, ytr, xte, yte = load_digits(cfg.image_size)
-        mean, std, classes = DIGITS_MEAN, DIGITS_STD, 10
+        mean, std, classes, names = DIGITS_MEAN, DIGITS_STD, 10, [str(i) for i in range(10)]
     else:
         xtr, ytr, xte, yte = load_cifar(cfg.root, cfg.dataset)
         mean, std, classes = CIFAR_MEAN, CIFAR_STD, 10 if cfg.dataset == "cifar10" else 100
+        names = cifar_class_names(Path(str(cfg.root)).expanduser(), cfg.dataset)
     w = place.world_size
     eval_batch = (cfg.eval_batch_size or cfg.batch_size) // w
     train = MemoryLoader(xtr, ytr, cfg.batch_size // w, place, mean, std, True, cfg.pad, cfg.flip)
     if len(train) == 0:
         raise DataError(f"data.batch_size={cfg.batch_size} is larger than the {len(ytr)} training samples")
     val = MemoryLoader(xte, yte, eval_batch, place, mean, std, False, crops=cfg.eval_crops, crop=cfg.val_crop)
-    return Loaders(train, val, classes, len(ytr), len(yte))
+    return Loaders(train, val, classes, len(ytr), len(yte), names if names and len(names) == classes else None)

@@ -80,4 +80,4 @@ def build_imagenet(cfg, place: Placement) -> Loaders:
 
         gpu = backend == "dali_gpu"
         loaders = DaliLoader(train, cfg, place, batch, True, gpu), DaliLoader(val, cfg, place, eval_batch, False, gpu)
-    return Loaders(*loaders, len(train.classes), len(train), len(val))
+    return Loaders(*loaders, len(train.classes), len(train), len(val), list(train.classes))

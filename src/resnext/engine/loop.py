@@ -58,6 +58,7 @@ class FitOptions:
     fail_on_nonfinite: bool = True  # stop at the first non-finite loss
     hparams: dict = field(default_factory=dict)  # flattened run settings for TensorBoard HParams
     model_config: dict = field(default_factory=dict)  # architecture record kept in checkpoints
+    described: dict = field(default_factory=dict)  # the input the model expects (recipe, data config, class names)
     micro_batches: int = 1  # gradient accumulation: the per-process batch is split into this many
     reset_optimizer: bool = False  # a resume takes lr/momentum/decay from the config, not the checkpoint
 
@@ -197,7 +198,7 @@ class Trainer:
         if self.world.is_main:
             state = {"model": self.raw.state_dict(), "optimizer": self.opt.state_dict(),
                      "scaler": self.scaler.state_dict(), "progress": vars(self.state).copy(),
-                     "per_rank": per_rank, "model_config": self.o.model_config,
+                     "per_rank": per_rank, "model_config": self.o.model_config, "described": self.o.described,
                      "world_size": self.world.world_size}
             path = self.ckpt_dir / ckpt.LAST
             try:
@@ -205,6 +206,7 @@ class Trainer:
                 if best:
                     path = self.ckpt_dir / ckpt.BEST
                     ckpt.atomic_save({"model": state["model"], "model_config": self.o.model_config,
+                                      "described": self.o.described,
                                       "progress": state["progress"]}, path)
             except OSError as e:
                 error = f"{path}: cannot write the checkpoint ({e.strerror or e})"

@@ -19,7 +19,7 @@ WHERE_AND_HOW = (
     "name", "data.root", "data.workers", "data.backend", "data.eval_batch_size", "trainer.device",
     "trainer.progress", "trainer.log_every", "trainer.checkpoint_every_minutes", "trainer.cudnn_benchmark",
     "trainer.compile", "trainer.threads", "trainer.accept_changes", "model.init_from", "trainer.accumulate",
-    "trainer.max_micro_batch",
+    "trainer.max_micro_batch", "optim.foreach", "optim.fused",
 )
 GROWS = ("trainer.epochs",)  # may grow on a resume: "extend the run"
 #: Keys a resume can never accept: they change the optimizer's parameter groups, which its state must fit.
@@ -103,19 +103,24 @@ def flatten(node, prefix: str = "") -> dict:
     return out
 
 
+def read_config(path: Path) -> DictConfig:
+    """The one reader of a run's config.yaml (resume, report, the tools that load a run): ConfigError in one
+    line when it cannot be read or is not a run's (an empty file included)."""
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as e:  # YAML or OS error: any way the file cannot be read is bad input
+        raise ConfigError(f"{path}: unreadable ({type(e).__name__}); expected the config.yaml a training run "
+                          "writes (move it away or use another run directory)") from None
+    if not isinstance(cfg, DictConfig) or not all(isinstance(cfg.get(k), DictConfig) for k in ("model", "data")):
+        raise ConfigError(f"{path}: not a run's config (expected a mapping with model: and data:, as train.py "
+                          "writes it; move it away or use another run directory)")
+    return cfg
+
+
 def saved_config(run_dir: Path) -> DictConfig | None:
     """The run directory's config.yaml, or None for a new run directory."""
     path = run_dir / CONFIG
-    if not path.is_file():
-        return None
-    try:
-        cfg = OmegaConf.load(path)
-    except Exception as e:
-        raise UserError(f"{path}: unreadable run config ({type(e).__name__}); move it away or use another "
-                        "run directory") from None
-    if not isinstance(cfg, DictConfig):
-        raise UserError(f"{path}: not a run config (expected a mapping); use another run directory")
-    return cfg
+    return read_config(path) if path.is_file() else None
 
 
 def changes(saved: DictConfig, new: DictConfig) -> dict[str, tuple]:
@@ -136,18 +141,46 @@ def _one_spelling(flat: dict) -> dict:
     return flat
 
 
-def check_resume(saved: DictConfig, new: DictConfig, accepted: list[str]) -> dict[str, tuple]:
+#: Keys that together with the world size fix how many images each BN statistic covers: a resume judges
+#: them by that effect (the same count: where/how; another: a change of what is trained).
+BN_GROUPING = ("model.bn_batch", "trainer.accumulate", "trainer.max_micro_batch")
+
+
+def bn_images(cfg: DictConfig, world_size: int) -> int:
+    """Images per BN statistic in training: model.bn_batch, or each micro-batch when it is 0 (or smaller)."""
+    from ..config import micro_batches
+
+    micro = cfg.data.batch_size // world_size // micro_batches(cfg, world_size)
+    bn = int(cfg.model.get("bn_batch", 0) or 0)
+    return min(bn, micro) if bn else micro
+
+
+def check_resume(saved: DictConfig, new: DictConfig, accepted: list[str],
+                 worlds: tuple[int, int] | None = None) -> dict[str, tuple]:
     """The changes a resume makes; ConfigError if any is neither where/how, a growing epoch count nor accepted.
 
     ``accepted`` are the keys of ``trainer.accept_changes``: the user's explicit yes to a change in what
-    is trained (its effect on the optimizer state is applied by the trainer and recorded).
+    is trained (its effect on the optimizer state is applied by the trainer and recorded). ``worlds``: the
+    process counts of the checkpoint's start and of this one; with them, BN_GROUPING keys are judged by the
+    images each BN statistic covers (a resume on another process count that keeps them is where/how).
     """
     diff = changes(saved, new)
     refused = {}
+    grouping_kept = True
+    if worlds is not None:
+        try:
+            was_bn, now_bn = bn_images(saved, worlds[0]), bn_images(new, worlds[1])
+        except (UserError, ArithmeticError, AttributeError, KeyError):
+            was_bn = now_bn = None  # an old or odd saved config: judged key by key below
+        grouping_kept = was_bn == now_bn
+        if not grouping_kept and not any(k in accepted for k in BN_GROUPING):
+            refused["images per BN statistic"] = (was_bn, now_bn)
     for key, (was, now) in diff.items():
         if key in NEVER and key in accepted:
             raise ConfigError(f"{key} cannot change on a resume ({was!r} -> {now!r}): it regroups the optimizer's "
                               "parameters; start a new run (name=NEW or hydra.run.dir=DIR)")
+        if key in BN_GROUPING and worlds is not None:
+            continue  # judged by its effect above
         if key in WHERE_AND_HOW or key.startswith("paper.") or key in accepted:
             continue
         if key in GROWS and isinstance(was, int) and isinstance(now, int) and now >= was:
@@ -155,7 +188,8 @@ def check_resume(saved: DictConfig, new: DictConfig, accepted: list[str]) -> dic
         refused[key] = (was, now)
     if refused:
         listed = ", ".join(f"{k}: {was!r} -> {now!r}" for k, (was, now) in refused.items())
-        keys = ",".join(refused)
+        keys = ",".join(k if k in diff else next((b for b in BN_GROUPING if b in diff), "trainer.accumulate")
+                        for k in refused)
         raise ConfigError(f"this run directory was trained with other settings ({listed}); start a new run "
                           f"(name=NEW or hydra.run.dir=DIR), or accept the change from this step on with "
                           f"trainer.accept_changes=[{keys}]")
