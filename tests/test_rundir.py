@@ -342,3 +342,57 @@ def test_an_empty_saved_config_is_one_line(tmp_path):
     (tmp_path / "config.yaml").write_text("")
     with pytest.raises(UserError, match="config.yaml: not a run's config"):
         saved_config(tmp_path)
+
+
+@pytest.mark.parametrize("planted", [".lock", "metrics.jsonl"])
+def test_a_planted_file_link_is_refused_and_its_target_untouched(done, tmp_path, planted):
+    """A symbolic link in place of a file the run opens in place (its lock, its metrics) is refused in one
+    line before anything is opened through it; the file it points to keeps its bytes."""
+    import shutil
+
+    d = tmp_path / "run"
+    shutil.copytree(done, d)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n")
+    (d / planted).unlink(missing_ok=True)
+    (d / planted).symlink_to(outside)
+    res = train(d, "trainer.epochs=2", "trainer.max_steps_per_epoch=2")
+    assert res.returncode == 2
+    assert res.stderr.strip() == (f"error: {d / planted}: is a symbolic link; a run directory's own files are "
+                                  "never followed out of it (remove the link, or use another run directory)")
+    assert outside.read_text() == "precious\n" and (d / planted).is_symlink()
+
+
+def test_link_safety_holds_when_opened_directly(tmp_path):
+    """The opens themselves refuse a link (O_NOFOLLOW), for a link planted after the start's check; a
+    planted metrics.jsonl.tmp is never used (the rewrite goes through a uniquely named temporary file)."""
+    from resnext.engine.logging import truncate_metrics
+    from resnext.engine.rundir import RunLock
+    from resnext.errors import UserError
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").symlink_to(outside)
+    with pytest.raises(UserError, match="is a symbolic link"):
+        RunLock(run).acquire()
+    (run / "metrics.jsonl").write_text('{"kind": "step", "step": 1}\n{"kind": "step", "step": 5}\n')
+    (run / "metrics.jsonl.tmp").symlink_to(outside)
+    truncate_metrics(run / "metrics.jsonl", 2)
+    assert (run / "metrics.jsonl").read_text() == '{"kind": "step", "step": 1}\n'
+    assert not (run / "metrics.jsonl").is_symlink() and outside.read_text() == "precious\n"
+
+
+def test_checkpoint_and_tensorboard_folders_may_be_links(tmp_path):
+    """Folders that are links to other storage (a scratch file system) keep working."""
+    store = tmp_path / "scratch"
+    (store / "ck").mkdir(parents=True)
+    (store / "tb").mkdir()
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "checkpoints").symlink_to(store / "ck")
+    (d / "tb").symlink_to(store / "tb")
+    res = train(d, *SHORT)
+    assert res.returncode == 0, res.stderr
+    assert (store / "ck" / "last.pt").is_file() and list((store / "tb").glob("events.*"))

@@ -17,7 +17,7 @@ from .engine.dist import World, all_reduce_max, init_world, shutdown
 from .engine.logging import RunLog
 from .engine.loop import FitOptions, Parts, Trainer
 from .engine.precision import Precision, resolve
-from .engine.rundir import CONFIG, RunLock, check_resume, saved_config, write_text_atomic
+from .engine.rundir import CONFIG, RunLock, check_resume, refuse_links, saved_config, write_text_atomic
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, CheckpointError, ConfigError, UserError
 from .models import build_model
 from .models import resolve as resolve_model
@@ -241,6 +241,8 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
 def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock) -> int:
     try:
         validate(cfg, world.world_size, torch.cuda.is_available())
+        if world.is_main:
+            refuse_links(run_dir)  # before the lock file is opened
         _lock(lock, world)
         saved = saved_config(run_dir)
         state = load_state(run_dir, world)

@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-METRICS = "metrics.jsonl"
+from .rundir import METRICS, open_in_run_dir, private_umask, write_text_atomic
+
 PLAIN_EVERY_S = 30.0  # without a terminal: at most one plain progress line per this many seconds (at log steps)
 
 
@@ -36,9 +37,7 @@ def truncate_metrics(path: Path, step: int) -> None:
         if rec.get("kind") in ("step", "epoch") and rec.get("step", 0) > step:
             continue
         keep.append(json.dumps(rec))
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(line + "\n" for line in keep))  # a unique temporary name: nothing planted
 
 
 def _clock(seconds: float) -> str:
@@ -92,7 +91,8 @@ class RunLog:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
         truncate_metrics(run_dir / METRICS, resume_step)
-        self.file = open(run_dir / METRICS, "a", buffering=1)
+        fd = open_in_run_dir(run_dir / METRICS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666 & ~private_umask())
+        self.file = os.fdopen(fd, "a", buffering=1)
         from torch.utils.tensorboard import SummaryWriter
 
         self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step + 1 if resume_step else None)

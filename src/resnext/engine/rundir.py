@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import socket
@@ -14,6 +15,7 @@ from ..errors import ConfigError, UserError
 
 LOCK = ".lock"
 CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"  # one JSON record per line (engine.logging writes it)
 #: Keys that say where and how to run, not what is trained: a resume may change them (they are logged).
 WHERE_AND_HOW = (
     "name", "data.root", "data.workers", "data.backend", "data.eval_batch_size", "trainer.device",
@@ -31,6 +33,30 @@ def private_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+#: The files of a run directory that are opened in place (not replaced by a rename): a symbolic link in
+#: their place would send our writes to its target. Folders (checkpoints/, tb/) may be links to other storage.
+OPENED_IN_PLACE = (LOCK, METRICS)
+
+
+def open_in_run_dir(path: Path, flags: int, mode: int = 0o666) -> int:
+    """os.open that refuses a symbolic link in the last component (O_NOFOLLOW): UserError in one line."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UserError(f"{path}: is a symbolic link; a run directory's own files are never followed out of "
+                            "it (remove the link, or use another run directory)") from None
+        raise
+
+
+def refuse_links(run_dir: Path) -> None:
+    """UserError naming the first of the run directory's opened-in-place files that is a symbolic link."""
+    for name in OPENED_IN_PLACE:
+        if (run_dir / name).is_symlink():
+            raise UserError(f"{run_dir / name}: is a symbolic link; a run directory's own files are never "
+                            "followed out of it (remove the link, or use another run directory)")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -62,8 +88,8 @@ class RunLock:
     def acquire(self) -> None:
         """Take the lock or raise UserError naming the holder."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.created = not self.path.exists()
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~private_umask())
+        self.created = not os.path.lexists(self.path)
+        fd = open_in_run_dir(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~private_umask())
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
