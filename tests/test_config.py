@@ -65,7 +65,47 @@ def test_recipe_overrides_and_cifar_hparams():
     assert (cfg.model.cardinality, cfg.model.width, cfg.optim.lr, cfg.trainer.epochs) == (16, 64, 0.2, 10)
     base = compose_config(["+recipe=resnext29_16x64d_cifar10"])
     assert (base.optim.weight_decay, base.optim.nesterov, base.data.batch_size) == (5e-4, True, 128)
-    assert list(base.schedule.milestones) == [150, 225] and base.trainer.epochs == 300
+    assert list(base.schedule.milestones) == [147, 222] and base.trainer.epochs == 300
+
+
+CIFAR_RECIPES = ["resnext29_8x64d_cifar10", "resnext29_16x64d_cifar10", "resnext29_8x64d_cifar100",
+                 "resnext29_16x64d_cifar100", "resnext29_cifar10_fig7"]
+
+
+def lua_cifar_lr(epoch: int, epochs: int = 300, lr: float = 0.1) -> float:
+    """facebookresearch/ResNeXt train.lua, Trainer:learningRate for cifar10/cifar100 (epoch counted from 1):
+    decay 2 when epoch / nEpochs > 0.74, 1 when > 0.49, else 0; lr * 0.1 ^ decay."""
+    decay = 2 if epoch / epochs > 0.74 else 1 if epoch / epochs > 0.49 else 0
+    return lr * 0.1 ** decay
+
+
+@pytest.mark.parametrize("name", CIFAR_RECIPES)
+def test_cifar_recipes_train_as_the_official_code(name):
+    """Against the official code's values: the lr of every one of the 300 epochs (train.lua), BN over 16 images
+    (a batch of 128 split over 8 GPUs by DataParallelTable), the classifier bias starting at 0
+    (models/resnext.lua), and each data set's own statistics (datasets/cifar10.lua, cifar100.lua)."""
+    from resnext.data.cifar import STATS
+
+    cfg = compose_config([f"+recipe={name}"])
+    s = Schedule.from_config(cfg.schedule, 391, cfg.trainer.epochs)  # ceil(50000 / 128) steps per epoch
+    for epoch in range(cfg.trainer.epochs):
+        for step in (0, 390):  # an epoch's first and last step: the lr is constant within it
+            assert lr_at(s, 0.1, epoch * 391 + step) == pytest.approx(lua_cifar_lr(epoch + 1), rel=1e-12), epoch
+    assert cfg.model.bn_batch == 16 == cfg.data.batch_size // 8
+    torch.manual_seed(0)
+    model = build_model(dict(cfg.model, cardinality=2, width=4))
+    assert not model.fc.bias.any() and model.fc.weight.abs().max() > 0
+    mean, std = STATS[cfg.data.dataset]
+    source = {"cifar10": ((125.3, 123.0, 113.9), (63.0, 62.1, 66.7)),
+              "cifar100": ((129.3, 124.1, 112.4), (68.2, 65.4, 70.4))}[cfg.data.dataset]
+    assert [round(v * 255, 6) for v in mean] == list(source[0])
+    assert [round(v * 255, 6) for v in std] == list(source[1])
+
+
+def test_the_classifier_bias_is_pytorchs_unless_zeroed():
+    torch.manual_seed(0)
+    assert build_model("resnext29_8x64d", num_classes=10, cardinality=2, width=4).fc.bias.abs().min() > 0
+    assert not build_model("resnext29_8x64d", num_classes=10, cardinality=2, width=4, zero_fc_bias=True).fc.bias.any()
 
 
 def test_sweep_expansion():
@@ -251,3 +291,25 @@ def test_newcomers_mistakes_name_the_fix(overrides, message):
     with pytest.raises(ConfigError) as e:
         validate(compose_config(overrides), 1, False)
     assert str(e.value) == message
+
+
+def test_info_prints_each_data_sets_own_statistics(tmp_path):
+    """`resnext.info` shows the normalisation a recipe trains with; CIFAR-100 loaders use CIFAR-100's own."""
+    from cifar_helpers import write_cifar100
+
+    from resnext.data import Placement, build_loaders
+
+    _, lines = describe(compose_config(["+recipe=resnext29_16x64d_cifar100"]))
+    assert "input    cifar100: mean 129.3, 124.1, 112.4, std 68.2, 65.4, 70.4 (RGB, 0-255 scale)" in lines
+    _, lines = describe(compose_config(["+recipe=resnext29_16x64d_cifar10"]))
+    assert "input    cifar10: mean 125.3, 123.0, 113.9, std 63.0, 62.1, 66.7 (RGB, 0-255 scale)" in lines
+    root = write_cifar100(tmp_path)
+    cfg = compose_config(["+recipe=resnext29_16x64d_cifar100", f"data.root={root}", "data.batch_size=4"])
+    val = build_loaders(cfg.data, Placement(0, 1, torch.device("cpu"), torch.float32, False, 0)).val
+    x, _ = next(iter(val))
+    from resnext.data.cifar import load_cifar
+
+    raw = load_cifar(str(root), "cifar100")[2][:4].float()
+    mean = torch.tensor([129.3, 124.1, 112.4]).view(1, 3, 1, 1)
+    std = torch.tensor([68.2, 65.4, 70.4]).view(1, 3, 1, 1)
+    assert torch.allclose(x, (raw - mean) / std, atol=1e-5)

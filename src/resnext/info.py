@@ -16,6 +16,7 @@ import tokenize
 from omegaconf import DictConfig, OmegaConf
 
 from .compose import compose_config
+from .data import normalization
 from .errors import ConfigError, reports_user_errors
 from .models import FAMILIES, build_model
 from .models import describe as model_name
@@ -44,6 +45,9 @@ def describe(cfg: DictConfig) -> tuple[Complexity, list[str]]:
 
     lines.append(row("params", cx.params / 1e6, p.params_m, "M") + f"   ({cx.params:,} exactly)")
     lines.append(row("GFLOPs", cx.gflops, p.gflops, "G") + "   (multiply-adds per image)")
+    mean, std = normalization(str(cfg.data.dataset))
+    lines.append(f"input    {cfg.data.dataset}: mean {', '.join(f'{255 * v:.1f}' for v in mean)}, std "
+                 f"{', '.join(f'{255 * v:.1f}' for v in std)} (RGB, 0-255 scale)")
     if p.top1_err is not None:
         top5 = "-" if p.top5_err is None else f"{p.top5_err}%"
         lines.append(f"target   top-1 error {p.top1_err}%, top-5 error {top5}")

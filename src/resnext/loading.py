@@ -14,10 +14,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from .config import schema_for
-from .data.cifar import CIFAR_MEAN, CIFAR_STD, DIGITS_MEAN, DIGITS_STD, cifar_class_names
+from .data import normalization
 from .data.cifar import META as CIFAR_META
+from .data.cifar import cifar_class_names
 from .data.imagenet import interpolation
-from .data.imagenet_folder import MEAN, STD
 from .engine.checkpoint import safe_load
 from .engine.rundir import CONFIG, read_config
 from .errors import CheckpointError, ConfigError
@@ -81,8 +81,7 @@ class Loaded:
         """The run's evaluation transform; for a weights file the family's (the model cards' for ImageNet)."""
         d, filt = self.data, "bilinear"
         if d is not None:
-            stats = {"cifar10": (CIFAR_MEAN, CIFAR_STD), "cifar100": (CIFAR_MEAN, CIFAR_STD),
-                     "digits": (DIGITS_MEAN, DIGITS_STD)}.get(str(d.dataset), (MEAN, STD))
+            stats = normalization(str(d.dataset))
             resize, size = int(d.val_resize), int(d.val_crop)
             if str(d.dataset) == "imagenet":  # the filter its val loader resized with (bicubic in paper recipes)
                 filt = interpolation(d)

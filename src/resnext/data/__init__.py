@@ -5,7 +5,16 @@ from __future__ import annotations
 from ..errors import DataError
 from .base import Loader, Loaders, Placement
 
-__all__ = ["DataError", "Loader", "Loaders", "Placement", "build_loaders"]
+__all__ = ["DataError", "Loader", "Loaders", "Placement", "build_loaders", "normalization"]
+
+
+def normalization(dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per RGB channel, [0, 1] units, that images of ``dataset`` are normalized with: CIFAR-10's and
+    CIFAR-100's own (the official code's), the digits', else ImageNet's (JPEG folders and synthetic data)."""
+    from .cifar import DIGITS_MEAN, DIGITS_STD, STATS
+    from .imagenet_folder import MEAN, STD
+
+    return {**STATS, "digits": (DIGITS_MEAN, DIGITS_STD)}.get(str(dataset), (MEAN, STD))
 
 
 def build_loaders(cfg, place: Placement, num_classes: int = 1000) -> Loaders:

@@ -12,8 +12,15 @@ from .base import Loaders, Placement
 from .memory import MemoryLoader
 from .pickles import read_pickle
 
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
+# Per-channel RGB statistics of each training set, [0, 1] units: the official ResNeXt code's values
+# (datasets/cifar10.lua, datasets/cifar100.lua: means 125.3, 123.0, 113.9 and 129.3, 124.1, 112.4, stds 63.0,
+# 62.1, 66.7 and 68.2, 65.4, 70.4 on the 0-255 scale, computed over the whole training set).
+CIFAR_MEAN = tuple(v / 255 for v in (125.3, 123.0, 113.9))
+CIFAR_STD = tuple(v / 255 for v in (63.0, 62.1, 66.7))
+CIFAR100_MEAN = tuple(v / 255 for v in (129.3, 124.1, 112.4))
+CIFAR100_STD = tuple(v / 255 for v in (68.2, 65.4, 70.4))
+#: data.dataset -> (mean, std) of its images
+STATS = {"cifar10": (CIFAR_MEAN, CIFAR_STD), "cifar100": (CIFAR100_MEAN, CIFAR100_STD)}
 DIGITS_MEAN = (0.5, 0.5, 0.5)
 DIGITS_STD = (0.25, 0.25, 0.25)
 
@@ -109,7 +116,7 @@ def build_memory(cfg, place: Placement) -> Loaders:
         mean, std, classes, names = DIGITS_MEAN, DIGITS_STD, 10, [str(i) for i in range(10)]
     else:
         xtr, ytr, xte, yte = load_cifar(cfg.root, cfg.dataset)
-        mean, std, classes = CIFAR_MEAN, CIFAR_STD, 10 if cfg.dataset == "cifar10" else 100
+        (mean, std), classes = STATS[cfg.dataset], 10 if cfg.dataset == "cifar10" else 100
         names = cifar_class_names(Path(str(cfg.root)).expanduser(), cfg.dataset)
     w = place.world_size
     eval_batch = (cfg.eval_batch_size or cfg.batch_size) // w

@@ -23,6 +23,7 @@ class CifarResNeXtConfig(ModelConfig):
     width: int = 64  # d, bottleneck width of one path in the first stage
     zero_init_last_bn: bool = False  # start every block's last BN gamma at 0
     shortcut: bool = True  # false: remove all shortcuts (the paper's residual ablation)
+    zero_fc_bias: bool = False  # start the classifier's bias at 0 (the official code), else PyTorch's uniform init
 
 
 @dataclass
@@ -62,6 +63,7 @@ class CifarResNeXt(nn.Module):
         num_classes: int = 10,
         zero_init_last_bn: bool = False,
         shortcut: bool = True,
+        zero_fc_bias: bool = False,
     ) -> None:
         super().__init__()
         if depth < 11 or (depth - 2) % 9 != 0:
@@ -79,6 +81,8 @@ class CifarResNeXt(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_ch, num_classes)
         init_weights(self, zero_init_last_bn)
+        if zero_fc_bias:  # models/resnext.lua: every nn.Linear's bias zeroed, its weight PyTorch's (Torch's) default
+            nn.init.zeros_(self.fc.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
