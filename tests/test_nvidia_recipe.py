@@ -19,6 +19,7 @@ from resnext.data.imagenet_folder import MEAN, STD
 from resnext.data.imagenet_torch import TrainTransform
 from resnext.engine.dist import World
 from resnext.optim import param_groups
+from resnext.plan import RunPlan
 from resnext.schedule import Schedule, lr_at
 from resnext.session import build_parts
 
@@ -91,7 +92,7 @@ def parts(cfg, tmp_path_factory):
                         "trainer.precision=fp32", "trainer.channels_last=false"])
     world = World(0, 0, 1, torch.device("cpu"))
     torch.manual_seed(0)
-    return build_parts(c, world, tmp_path_factory.mktemp("run"), None)
+    return build_parts(c, world, tmp_path_factory.mktemp("run"), None, RunPlan.of(c, 1))[:2]
 
 
 def test_every_setting_is_nvidias(cfg):
@@ -224,7 +225,7 @@ def test_fp16_loss_scaling_is_nvidias(tmp_path):
     c = compose_config([RECIPE, "data.backend=synthetic", "data.synthetic_train=8", "data.synthetic_val=8",
                         "data.synthetic_size=32", "data.batch_size=8", "trainer.device=cpu",
                         "trainer.channels_last=false"])
-    parts, _ = build_parts(c, World(0, 0, 1, torch.device("cpu")), tmp_path, None)
+    parts, _, _ = build_parts(c, World(0, 0, 1, torch.device("cpu")), tmp_path, None, RunPlan.of(c, 1))
     scaler = parts.precision.scaler()
     assert parts.precision.name == "fp16" and scaler.is_enabled()
     assert (scaler.get_scale(), scaler.get_growth_interval()) == (128.0, 100)

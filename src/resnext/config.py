@@ -9,6 +9,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
+from .data.plan import per_process
 from .errors import ConfigError
 from .models import FAMILIES, build_model, family_of
 from .models.family import ModelConfig
@@ -37,10 +38,15 @@ def auto_workers() -> int:
     return min(8, cores_per_process() - 1)
 
 
+def reads_folder(data: DictConfig) -> bool:
+    """Whether the data config reads a JPEG folder (ImageNet layout), decoded by loader workers, rather than
+    an in-memory set (CIFAR, digits) or synthetic data."""
+    return data.dataset == "imagenet" and data.backend != "synthetic"
+
+
 def loader_workers(cfg: DictConfig) -> int:
     """The data.workers that run beside training: those of a JPEG folder (in-memory sets have none)."""
-    d = cfg.data
-    return int(d.workers) if d.dataset == "imagenet" and d.backend != "synthetic" else 0
+    return int(cfg.data.workers) if reads_folder(cfg.data) else 0
 
 
 def threads_for(cfg: DictConfig) -> int:
@@ -228,7 +234,7 @@ def _has(cfg: DictConfig, dotted: str) -> bool:
 def micro_batches(cfg: DictConfig, world_size: int) -> int:
     """Micro-batches per optimizer step (trainer.accumulate, auto resolved); ConfigError if the per-process
     batch does not split into them, or a micro-batch not into model.bn_batch groups."""
-    t, per_rank = cfg.trainer, cfg.data.batch_size // max(world_size, 1)
+    t, per_rank = cfg.trainer, per_process(cfg.data, max(world_size, 1))[0]
     bn = int(cfg.model.get("bn_batch", 0) or 0)
     if bn < 0:
         raise ConfigError(f"model.bn_batch={bn} must be >= 0 (0 = each process's batch)")
@@ -321,7 +327,7 @@ def validate(cfg: DictConfig, world_size: int = 1, cuda: bool = False) -> None:
         raise ConfigError("trainer.sync_bn=true needs CUDA (PyTorch's SyncBatchNorm runs on GPUs only)")
     if d.backend == "dali_gpu" and not on_cuda:
         raise ConfigError("data.backend=dali_gpu needs CUDA; use dali_cpu, torch or auto")
-    if d.dataset == "imagenet" and d.backend != "synthetic" and not d.root:
+    if reads_folder(d) and not d.root:
         raise ConfigError("data.root is not set; give the ImageNet folder holding train/ and val/ "
                           "(e.g. data.root=/data/imagenet)")
     if d.dataset in ("cifar10", "cifar100") and not d.root:

@@ -37,6 +37,7 @@ from .engine.loop import evaluate
 from .engine.precision import resolve
 from .errors import OneLineParser, UserError, fail
 from .loading import CHECKPOINTS, instantiate, open_source, typed_config
+from .plan import RunPlan
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -69,8 +70,10 @@ def main(argv: list[str] | None = None) -> None:
             cfg.data.eval_crops = args.crops
         loaders = build_loaders(cfg.data, place, cfg.model.num_classes)
         spec = src.stored or OmegaConf.to_container(cfg.model, resolve=True)
-        if not spec.get("num_classes"):  # 0 = "from the data"
-            spec = {**spec, "num_classes": cfg.model.num_classes or loaders.num_classes}
+        if not spec.get("num_classes"):  # 0 = "from the data": the plan resolves it
+            plan = RunPlan.of(cfg, world.world_size).with_data(cfg, loaders.num_classes, loaders.class_names,
+                                                               len(loaders.train))
+            spec = {**spec, "num_classes": plan.classes}
         model = instantiate(spec, src).to(world.device, memory_format=precision.memory_format)
         res = evaluate(model, loaders.val, precision)
     except UserError as e:

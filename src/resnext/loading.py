@@ -17,7 +17,7 @@ from .config import schema_for
 from .data import normalization
 from .data.cifar import META as CIFAR_META
 from .data.cifar import cifar_class_names
-from .data.imagenet import interpolation
+from .data.imagenet_augment import interpolation
 from .engine.checkpoint import safe_load
 from .engine.rundir import CONFIG, read_config
 from .errors import CheckpointError, ConfigError

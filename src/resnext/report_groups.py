@@ -7,7 +7,7 @@ import math
 import os
 import statistics
 
-from .report import SHORT, Run, flat_settings
+from .report_runs import SHORT, Run, flat_settings
 
 SEED = "trainer.seed"
 

@@ -12,8 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .report import Run, flat_settings  # noqa: E402
 from .report_groups import mean_se  # noqa: E402
+from .report_runs import Run, flat_settings  # noqa: E402
 
 SIZE_PX = (900, 550)  # width, height of every figure in pixels
 DPI = 100

@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from .config import micro_batches, threads_for, validate
+from .config import threads_for, validate
 from .data import Placement, build_loaders
 from .engine import checkpoint as ckpt
 from .engine.dist import World, all_reduce_max, init_world, shutdown
@@ -24,6 +24,7 @@ from .models import resolve as resolve_model
 from .models.complexity import measure
 from .models.ghost_bn import convert_ghost_bn
 from .optim import build_optimizer
+from .plan import RunPlan
 from .schedule import Schedule
 
 
@@ -89,8 +90,10 @@ def load_state(run_dir: Path, world: World) -> dict | None:
     return ckpt.load_latest(run_dir / "checkpoints", warn, move_aside=world.is_main)
 
 
-def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None) -> tuple[Parts, FitOptions]:
-    """Each part built from its own config subtree; user mistakes raise before anything is written."""
+def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None,
+                plan: RunPlan) -> tuple[Parts, FitOptions, RunPlan]:
+    """Each part built from its own config subtree and the run's plan; user mistakes raise before anything is
+    written. Returns the plan completed by the data (classes, steps per epoch)."""
     t = cfg.trainer
     say = print if world.is_main else (lambda *_: None)
     precision: Precision = resolve(t.precision, t.channels_last, world.device, t.loss_scale, t.loss_scale_growth)
@@ -98,11 +101,8 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
     place = Placement(world.rank, world.world_size, world.device, precision.input_dtype,
                       precision.channels_last, t.seed)
     loaders = build_loaders(cfg.data, place, cfg.model.num_classes)
-    classes = cfg.model.num_classes or loaders.num_classes
-    if classes != loaders.num_classes:
-        raise ConfigError(f"model.num_classes={classes} but the data set has {loaders.num_classes} classes "
-                          f"(set model.num_classes={loaders.num_classes}, or 0 to take it from the data)")
-    rec = model_record(cfg, classes)
+    plan = plan.with_data(cfg, loaders.num_classes, loaders.class_names, len(loaders.train))
+    rec = model_record(cfg, plan.classes)
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     model = make_model(rec, cfg.model.init_from, say).to(world.device, memory_format=precision.memory_format)
     if state is not None and not same_model(state.get("model_config"), rec):
@@ -113,8 +113,7 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
     if t.sync_bn and world.distributed:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer(cfg.optim, model, cfg.data.batch_size)
-    steps = len(loaders.train) if not t.max_steps_per_epoch else min(len(loaders.train), t.max_steps_per_epoch)
-    schedule = Schedule.from_config(cfg.schedule, steps, t.epochs)
+    schedule = Schedule.from_config(cfg.schedule, plan.steps_per_epoch, t.epochs)
     torch.manual_seed(t.seed * 1000 + world.rank)  # per-rank stream (dropout) unless a resume restores it
     wrapped = model
     if world.distributed:
@@ -129,15 +128,14 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
         epochs=t.epochs, eval_every=t.eval_every, log_every=t.log_every,
         checkpoint_every_minutes=t.checkpoint_every_minutes, label_smoothing=cfg.optim.label_smoothing,
         fail_on_nonfinite=t.fail_on_nonfinite, hparams=flat_hparams(cfg), model_config=rec,
-        described=describe(cfg, loaders.class_names),
-        micro_batches=micro_batches(cfg, world.world_size))
-    return Parts(wrapped, model, loaders, optimizer, schedule, precision), opts
+        described=describe(cfg, plan.class_names), micro_batches=plan.micro_batches)
+    return Parts(wrapped, model, loaders, optimizer, schedule, precision), opts, plan
 
 
 def build(cfg: DictConfig, world: World, run_dir: Path) -> Trainer:
     """The Trainer of a run directory (resumed from its checkpoint if it has one), its log open on rank 0."""
     state = load_state(run_dir, world)
-    parts, opts = build_parts(cfg, world, run_dir, state)
+    parts, opts, _ = build_parts(cfg, world, run_dir, state, RunPlan.of(cfg, world.world_size))
     log = RunLog(run_dir, enabled=world.is_main, progress=cfg.trainer.progress,
                  resume_step=state["progress"]["global_step"] if state else 0)
     return Trainer(parts, world, run_dir, log, opts, resume=state)
@@ -155,7 +153,7 @@ def _lock(lock: RunLock, world: World) -> None:
         raise UserError(error or "rank 0 could not lock the run directory")
 
 
-def out_of_memory(e: BaseException, cfg: DictConfig, world: World) -> UserError | None:
+def out_of_memory(e: BaseException, cfg: DictConfig, plan: RunPlan, world: World) -> UserError | None:
     """A failed allocation (CUDA OOM, or the CPU allocator's refusal) as one user-facing line, else None."""
     text = str(e)
     if not (isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in text
@@ -164,7 +162,7 @@ def out_of_memory(e: BaseException, cfg: DictConfig, world: World) -> UserError 
     d = cfg.data
     size = d.synthetic_size if d.dataset == "synthetic" or d.backend == "synthetic" else d.image_size
     first = text.strip().splitlines()[0][:160] if text.strip() else type(e).__name__
-    return UserError(f"batch of {d.batch_size // world.world_size} per process at {size}x{size} does not fit "
+    return UserError(f"batch of {plan.batch} per process at {size}x{size} does not fit "
                      f"in {world.device.type} memory ({first}); lower data.batch_size")
 
 
@@ -174,16 +172,7 @@ def _remove_if_empty(run_dir: Path) -> None:
         run_dir.rmdir()  # only succeeds on an empty directory
 
 
-def batching(cfg: DictConfig, trainer: Trainer, world: World) -> str:
-    """How a global batch is split: "batch 256 = 1 x 8 x 32, BN over 32 images"."""
-    k = trainer.o.micro_batches
-    micro = cfg.data.batch_size // world.world_size // k
-    bn = int(cfg.model.get("bn_batch", 0) or 0) or micro
-    return (f"batch {cfg.data.batch_size} = {world.world_size} process(es) x {k} micro-batch(es) x {micro}, "
-            f"BN over {min(bn, micro)} images")
-
-
-def start_line(cfg: DictConfig, trainer: Trainer, world: World, run_dir: Path, diff: dict) -> None:
+def start_line(cfg: DictConfig, plan: RunPlan, trainer: Trainer, world: World, run_dir: Path, diff: dict) -> None:
     """The start record and console line (rank 0)."""
     s, p, log = trainer.state, trainer.precision, trainer.log
     cx = measure(lambda: build_model(trainer.o.model_config), cfg.data.image_size)
@@ -193,17 +182,17 @@ def start_line(cfg: DictConfig, trainer: Trainer, world: World, run_dir: Path, d
     where = f"resuming at epoch {s.epoch + 1}, step {s.global_step}" if trainer.resumed else "starting"
     log.print(f"{cfg.name}: {where}; {cx.params / 1e6:.2f}M params, {cx.gflops:.2f} GFLOPs, "
               f"{world.world_size} x {world.device.type}, {p.name}"
-              f"{', channels_last' if p.channels_last else ''}; {batching(cfg, trainer, world)}; run dir {run_dir}")
+              f"{', channels_last' if p.channels_last else ''}; {plan.describe()}; run dir {run_dir}")
     if trainer.written_by != world.world_size:
         log.print(f"  world size changed from {trainer.written_by} to {world.world_size} processes: the global "
-                  f"batch, data order and augmentation go on unchanged ({trainer.o.micro_batches} micro-batch(es) "
+                  f"batch, data order and augmentation go on unchanged ({plan.micro_batches} micro-batch(es) "
                   "per step); per-process random streams (dropout) start afresh")
     d = cfg.data
-    folder = d.dataset == "imagenet" and d.backend != "synthetic"  # JPEGs: resized, decoded by loader workers
+    folder = plan.folder  # JPEGs: resized, decoded by loader workers
     crops = f"center {d.val_crop} px" if d.eval_crops == 1 else f"{d.eval_crops} crops of {d.val_crop} px"
     sizes = (f"{d.image_size} px training crops, evaluation: shorter side {d.val_resize}, {crops}"
              if folder else f"{d.image_size} px" + ("" if d.eval_crops == 1 else f", evaluation: {crops}"))
-    log.print(f"  data: {d.dataset}, {trainer.o.model_config['num_classes']} classes, {sizes}; "
+    log.print(f"  data: {d.dataset}, {plan.classes} classes, {sizes}; "
               f"{torch.get_num_threads()} CPU thread(s){f' and {d.workers} loader worker(s)' if folder else ''} "
               "per process")
     for key, (was, now) in diff.items():
@@ -241,6 +230,7 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
 def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock) -> int:
     try:
         validate(cfg, world.world_size, torch.cuda.is_available())
+        plan = RunPlan.of(cfg, world.world_size)  # every derived number of the run, from here on
         if world.is_main:
             refuse_links(run_dir)  # before the lock file is opened
         _lock(lock, world)
@@ -257,9 +247,9 @@ def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock) -> int:
                       "nothing to do (raise trainer.epochs to extend the run)", flush=True)
             return EXIT_OK
         try:
-            parts, opts = build_parts(cfg, world, run_dir, state)  # the model's own errors come first
+            parts, opts, plan = build_parts(cfg, world, run_dir, state, plan)  # the model's errors come first
         except RuntimeError as e:
-            raise out_of_memory(e, cfg, world) or e from None
+            raise out_of_memory(e, cfg, plan, world) or e from None
     except UserError as e:
         if world.is_main:
             print(f"error: {e}", file=sys.stderr, flush=True)
@@ -279,14 +269,14 @@ def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock) -> int:
                                   OmegaConf.to_yaml(saved))
             if saved is None or diff:
                 write_config(cfg, run_dir)
-            start_line(cfg, trainer, world, run_dir, diff)
+            start_line(cfg, plan, trainer, world, run_dir, diff)
         try:
             return trainer.run().exit_code
         except UserError as e:  # e.g. an unreadable file met mid-epoch
             log.error(f"error: {e}")
             return EXIT_USER_ERROR
         except RuntimeError as e:
-            oom = out_of_memory(e, cfg, world)
+            oom = out_of_memory(e, cfg, plan, world)
             if oom is None:
                 raise
             log.error(f"error: {oom}")

@@ -11,6 +11,7 @@ from ..errors import DataError
 from .base import Loaders, Placement
 from .memory import MemoryLoader
 from .pickles import read_pickle
+from .plan import per_process
 
 # Per-channel RGB statistics of each training set, [0, 1] units: the official ResNeXt code's values
 # (datasets/cifar10.lua, datasets/cifar100.lua: means 125.3, 123.0, 113.9 and 129.3, 124.1, 112.4, stds 63.0,
@@ -118,9 +119,8 @@ def build_memory(cfg, place: Placement) -> Loaders:
         xtr, ytr, xte, yte = load_cifar(cfg.root, cfg.dataset)
         (mean, std), classes = STATS[cfg.dataset], 10 if cfg.dataset == "cifar10" else 100
         names = cifar_class_names(Path(str(cfg.root)).expanduser(), cfg.dataset)
-    w = place.world_size
-    eval_batch = (cfg.eval_batch_size or cfg.batch_size) // w
-    train = MemoryLoader(xtr, ytr, cfg.batch_size // w, place, mean, std, True, cfg.pad, cfg.flip)
+    batch, eval_batch = per_process(cfg, place.world_size)
+    train = MemoryLoader(xtr, ytr, batch, place, mean, std, True, cfg.pad, cfg.flip)
     if len(train) == 0:
         raise DataError(f"data.batch_size={cfg.batch_size} is larger than the {len(ytr)} training samples")
     val = MemoryLoader(xte, yte, eval_batch, place, mean, std, False, crops=cfg.eval_crops, crop=cfg.val_crop)

@@ -10,8 +10,7 @@ import torch
 
 from ..errors import DataError
 from .base import Placement
-from .imagenet import interpolation
-from .imagenet_augment import AugConfig, draw, image_size, sample_seed
+from .imagenet_augment import AugConfig, draw, image_size, interpolation, sample_seed
 from .imagenet_folder import MEAN, STD
 from .plan import ShardPlan
 from .source import VERIFY_HINT, ImageSource, find_bad

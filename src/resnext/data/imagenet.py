@@ -6,29 +6,19 @@ import importlib.util
 
 from ..errors import DataError
 from .base import Loaders, Placement
+from .imagenet_augment import interpolation
+from .plan import per_process
 from .source import ImageSource
 
 BACKENDS = ("dali_gpu", "dali_cpu", "torch")
 # Resize filters every backend offers, for the training crop and the evaluation resize alike: PIL's and
 # DALI's antialiased triangle (bilinear) and Keys cubic, a = -0.5 (bicubic). fb.resnet.torch resizes with
 # bicubic (datasets/transforms.lua: Scale and RandomSizedCrop); torchvision's and NVIDIA's recipes with bilinear.
-INTERPOLATIONS = ("bilinear", "bicubic")
-
-
 def _have_dali() -> bool:
     try:
         return importlib.util.find_spec("nvidia.dali") is not None
     except ModuleNotFoundError:  # no `nvidia` namespace package at all
         return False
-
-
-def interpolation(cfg) -> str:
-    """``cfg.interpolation`` (any case) as one of INTERPOLATIONS; DataError otherwise."""
-    name = str(getattr(cfg, "interpolation", "bilinear")).lower()
-    if name not in INTERPOLATIONS:
-        raise DataError(f"data.interpolation={cfg.interpolation!r} is not a resize filter; choose "
-                        f"{' or '.join(INTERPOLATIONS)}")
-    return name
 
 
 def pick_backend(backend: str, place: Placement) -> str:
@@ -64,7 +54,7 @@ def build_imagenet(cfg, place: Placement) -> Loaders:
     train, val = open_sources(cfg)
     backend = pick_backend(cfg.backend, place)
     w = place.world_size
-    batch, eval_batch = cfg.batch_size // w, (cfg.eval_batch_size or cfg.batch_size) // w
+    batch, eval_batch = per_process(cfg, w)
     if batch < 1 or eval_batch < 1:
         raise DataError(f"data.batch_size={cfg.batch_size}, data.eval_batch_size={cfg.eval_batch_size}: "
                         f"each of the {w} ranks needs at least one image per batch")

@@ -9,7 +9,20 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from ..errors import DataError
 from .imagenet_folder import EIGVAL, EIGVEC
+
+#: data.interpolation: the resize filter of training crops and evaluation images
+INTERPOLATIONS = ("bilinear", "bicubic")
+
+
+def interpolation(cfg) -> str:
+    """``cfg.interpolation`` (any case) as one of INTERPOLATIONS; DataError otherwise."""
+    name = str(getattr(cfg, "interpolation", "bilinear")).lower()
+    if name not in INTERPOLATIONS:
+        raise DataError(f"data.interpolation={cfg.interpolation!r} is not a resize filter; choose "
+                        f"{' or '.join(INTERPOLATIONS)}")
+    return name
 
 # Every sample's crop, flip, jitter and lighting come from its own generator, seeded by the run seed,
 # the epoch and the sample's position in the epoch's permutation. Nothing depends on the rank, the

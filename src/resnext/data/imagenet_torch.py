@@ -16,8 +16,7 @@ from torchvision.transforms import functional as F
 from ..crops import ten_crops
 from ..errors import DataError
 from .base import Placement
-from .imagenet import interpolation
-from .imagenet_augment import AugConfig, draw, sample_seed
+from .imagenet_augment import AugConfig, draw, interpolation, sample_seed
 from .imagenet_folder import MEAN, STD
 from .plan import ShardPlan
 from .source import VERIFY_HINT, ImageSource, find_bad

@@ -15,6 +15,12 @@ _SEED_MIX = (1_000_003, 7919)
 _SEED_MOD = 2**63 - 1
 
 
+def per_process(data, world_size: int) -> tuple[int, int]:
+    """(training batch, evaluation batch) of each process: the global data.batch_size and
+    data.eval_batch_size (0 = the training one) split evenly over ``world_size`` processes."""
+    return data.batch_size // world_size, (data.eval_batch_size or data.batch_size) // world_size
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """Generator seed of epoch ``epoch``'s permutation: a function of (seed, epoch) only."""
     return ((seed * _SEED_MIX[0] + epoch * _SEED_MIX[1]) % _SEED_MOD) ^ 0x5EED

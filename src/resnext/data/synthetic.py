@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import torch
 
 from .base import Loaders, Placement
-from .plan import ShardPlan
+from .plan import ShardPlan, per_process
 
 DISTINCT_BATCHES = 4  # batches actually generated; the loader cycles through them
 
@@ -41,9 +41,8 @@ class SyntheticLoader:
 
 
 def build_synthetic(cfg, place: Placement, num_classes: int) -> Loaders:
-    w = place.world_size
-    eval_batch = (cfg.eval_batch_size or cfg.batch_size) // w
-    train = SyntheticLoader(cfg.synthetic_train, cfg.batch_size // w, cfg.synthetic_size, num_classes, place, True)
+    batch, eval_batch = per_process(cfg, place.world_size)
+    train = SyntheticLoader(cfg.synthetic_train, batch, cfg.synthetic_size, num_classes, place, True)
     val = SyntheticLoader(cfg.synthetic_val, eval_batch, cfg.synthetic_size, num_classes, place, False,
                           cfg.eval_crops)
     return Loaders(train, val, num_classes, cfg.synthetic_train, cfg.synthetic_val)

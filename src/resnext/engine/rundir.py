@@ -172,15 +172,6 @@ def _one_spelling(flat: dict) -> dict:
 BN_GROUPING = ("model.bn_batch", "trainer.accumulate", "trainer.max_micro_batch")
 
 
-def bn_images(cfg: DictConfig, world_size: int) -> int:
-    """Images per BN statistic in training: model.bn_batch, or each micro-batch when it is 0 (or smaller)."""
-    from ..config import micro_batches
-
-    micro = cfg.data.batch_size // world_size // micro_batches(cfg, world_size)
-    bn = int(cfg.model.get("bn_batch", 0) or 0)
-    return min(bn, micro) if bn else micro
-
-
 def check_resume(saved: DictConfig, new: DictConfig, accepted: list[str],
                  worlds: tuple[int, int] | None = None) -> dict[str, tuple]:
     """The changes a resume makes; ConfigError if any is neither where/how, a growing epoch count nor accepted.
@@ -195,7 +186,9 @@ def check_resume(saved: DictConfig, new: DictConfig, accepted: list[str],
     grouping_kept = True
     if worlds is not None:
         try:
-            was_bn, now_bn = bn_images(saved, worlds[0]), bn_images(new, worlds[1])
+            from ..plan import RunPlan  # the plan's BN group, of the saved run and of this one
+
+            was_bn, now_bn = RunPlan.of(saved, worlds[0]).bn_images, RunPlan.of(new, worlds[1]).bn_images
         except (UserError, ArithmeticError, AttributeError, KeyError):
             was_bn = now_bn = None  # an old or odd saved config: judged key by key below
         grouping_kept = was_bn == now_bn

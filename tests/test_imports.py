@@ -1,0 +1,68 @@
+"""The package's imports point one way: no module imports one that (directly or not) imports it back."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "resnext"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """resnext module -> the resnext modules it imports, at module level or inside functions (a deferred
+    import is still a dependency)."""
+    files = {}
+    for f in PACKAGE.rglob("*.py"):
+        parts = f.relative_to(PACKAGE.parent).with_suffix("").parts
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    graph = {}
+    for name, f in files.items():
+        package = name if f.name == "__init__.py" else name.rpartition(".")[0]
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else []))
+                deps |= {t for t in [target, *(f"{target}.{a.name}" for a in node.names)] if t in files}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name in files}
+        graph[name] = deps - {name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    found, state, path = [], {}, []
+
+    def visit(n: str) -> None:
+        state[n] = "open"
+        path.append(n)
+        for d in sorted(graph[n]):
+            if state.get(d) == "open":
+                found.append(path[path.index(d):] + [d])
+            elif d not in state:
+                visit(d)
+        path.pop()
+        state[n] = "done"
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n)
+    return found
+
+
+def test_the_checker_finds_a_circle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]
+
+
+def test_no_import_circles():
+    graph = import_graph()
+    assert len(graph) > 40 and "resnext.plan" in graph["resnext.session"]
+    assert cycles(graph) == []
+
+
+def test_models_never_import_config_data_or_engine():
+    graph = import_graph()
+    for name, deps in graph.items():
+        if name.startswith("resnext.models"):
+            bad = {d for d in deps if d.split(".")[1] in ("config", "data", "engine", "session", "plan")}
+            assert not bad, (name, bad)
