@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from resnext.compose import CONF_DIR, compose_config
 from resnext.config import ConfigError, validate
-from resnext.models import FAMILIES, VARIANTS, PreResNet, build_model, describe, family_of, resolve
+from resnext.models import FAMILIES, VARIANTS, PreResNet, build_model, describe, family_of
 from resnext.models.complexity import count_params, measure
 
 SRC = CONF_DIR.parent / "src" / "resnext"
@@ -83,16 +83,11 @@ def test_unknown_names_and_keys_list_the_valid_ones():
         build_model("preresnet", depth=34)
 
 
-def test_old_flat_model_records_still_build():
-    """Checkpoints and config.yaml files written before per-family nodes hold every family's keys."""
-    old = dict(arch="wrn", depth=16, cardinality=32, width=4, widen_factor=2, dropout=0.0, num_classes=10,
-               zero_init_last_bn=False, shortcut=True, init_from=None)
-    assert build_model(old).fc.in_features == 128
-    old = dict(arch="cifar_resnext", depth=11, cardinality=2, width=4, widen_factor=10, dropout=0.0,
-               num_classes=10, zero_init_last_bn=False, shortcut=True)
-    assert resolve(old)[1] == FAMILIES["cifar_resnext"].config(depth=11, cardinality=2, width=4)
-    with pytest.raises(ValueError, match="widen_factor is not a key"):  # not the old default: it meant something
-        build_model({**old, "widen_factor": 4})
+def test_a_record_with_other_families_keys_is_refused():
+    """No compatibility with the flat model records of unreleased versions: every key must be the family's."""
+    old = dict(arch="wrn", depth=16, cardinality=32, width=4, widen_factor=2, dropout=0.0, num_classes=10)
+    with pytest.raises(ValueError, match="cardinality is not a key of the wrn family"):
+        build_model(old)
 
 
 @pytest.mark.parametrize("overrides,family,key", [

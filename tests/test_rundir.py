@@ -291,22 +291,6 @@ def test_a_change_that_regroups_the_optimizer_cannot_be_accepted():
         "optim.lr": (0.1, 0.2), "trainer.epochs": (3, 5)}
 
 
-def test_the_old_no_decay_spelling_is_no_change_on_resume():
-    """A run saved with optim.decay_bn_and_bias=false (the old spelling) resumes under a recipe that says
-    optim.no_decay=bn_and_bias; a real change of the rule is still refused."""
-    from omegaconf import OmegaConf
-
-    from resnext.engine.rundir import check_resume
-    from resnext.errors import ConfigError
-
-    saved = OmegaConf.create({"optim": {"no_decay": "none", "decay_bn_and_bias": False}})
-    same = OmegaConf.create({"optim": {"no_decay": "bn_and_bias", "decay_bn_and_bias": True}})
-    assert check_resume(saved, same, []) == {} and check_resume(same, saved, []) == {}
-    other = OmegaConf.create({"optim": {"no_decay": "bn", "decay_bn_and_bias": True}})
-    with pytest.raises(ConfigError, match=r"optim.no_decay: 'bn_and_bias' -> 'bn'"):
-        check_resume(saved, other, [])
-
-
 @pytest.mark.parametrize("change, worlds, verdict", [
     # batch 32 with model.bn_batch 0: BN over each micro-batch
     (["trainer.accumulate=2"], (1, 1), "images per BN statistic: 32 -> 16"),  # halves every statistic

@@ -99,7 +99,6 @@ class OptimConfig:
     nesterov: bool = True  # Nesterov momentum (the Torch reference's default)
     weight_decay: float = 1e-4  # L2 weight decay
     no_decay: str = "none"  # parameters without weight decay: none | bn_and_bias | bn | bn_named (resnext.optim)
-    decay_bn_and_bias: bool = True  # old spelling, kept so old configs load: false = no_decay=bn_and_bias
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     foreach: bool | None = None  # multi-tensor SGD update; null = PyTorch's choice (on GPU only: 7% slower on CPU)
     fused: bool | None = None  # one fused SGD kernel (fp16 loss scaling then unscales and skips on the device, no per-step host sync); null = on CUDA
@@ -173,8 +172,7 @@ def register() -> None:
 def schema_for(model: object) -> DictConfig:
     """The schema whose model node is the family ``model`` (a config mapping) names, holding its values.
 
-    For configs read back from run directories: keys of the old flat model config that the family
-    lacks are dropped (see resnext.models.family.FLAT_DEFAULTS). ConfigError for an unknown family.
+    For configs read back from run directories. ConfigError for an unknown family or a key it lacks.
     """
     try:
         family = family_of(model)
@@ -334,9 +332,6 @@ def validate(cfg: DictConfig, world_size: int = 1, cuda: bool = False) -> None:
         raise ConfigError(f"data.root is not set; give the folder holding the {d.dataset} python batches")
     if t.checkpoint_every_minutes < 0 or t.max_steps_per_epoch < 0:
         raise ConfigError("trainer.checkpoint_every_minutes and trainer.max_steps_per_epoch must be >= 0")
-    if not o.decay_bn_and_bias and o.no_decay not in ("none", "bn_and_bias"):
-        raise ConfigError(f"optim.decay_bn_and_bias=false (the old spelling of optim.no_decay=bn_and_bias) "
-                          f"contradicts optim.no_decay={o.no_decay}; set optim.no_decay alone")
     if s.granularity == "epoch" and s.warmup_epochs != int(s.warmup_epochs):
         raise ConfigError(f"schedule.warmup_epochs={s.warmup_epochs} must be a whole number of epochs "
                           "with schedule.granularity=epoch")

@@ -9,7 +9,7 @@ NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 # optim.no_decay: which parameters get no weight decay.
 #   none         every parameter is decayed (the paper; fb.resnet.torch's optim.sgd weightDecay)
-#   bn_and_bias  normalization-layer parameters and every bias (the old decay_bn_and_bias=false)
+#   bn_and_bias  normalization-layer parameters and every bias
 #   bn           normalization-layer parameters only; biases (the fc's) are decayed
 #   bn_named     parameters whose name holds "bn": NVIDIA DeepLearningExamples' rule, verbatim
 #                (image_classification/optimizers.py, get_sgd_optimizer: `"bn" in n`). With
@@ -21,12 +21,6 @@ NO_DECAY = ("none", "bn_and_bias", "bn", "bn_named")
 def scaled_lr(lr: float, batch_size: int, ref_batch: int) -> float:
     """Linear scaling rule (Goyal et al.; docs/paper.md): lr for ``batch_size`` given lr quoted for ``ref_batch``."""
     return lr * batch_size / ref_batch
-
-
-def no_decay_rule(cfg) -> str:
-    """The optim config's no_decay rule; the old key decay_bn_and_bias=false means bn_and_bias."""
-    old = getattr(cfg, "decay_bn_and_bias", True)
-    return "bn_and_bias" if old is False else str(cfg.no_decay)
 
 
 def exempt(rule: str, module: nn.Module, module_name: str, name: str) -> bool:
@@ -62,7 +56,7 @@ def use_fused(fused: bool | None, device: torch.device) -> bool:
 def build_optimizer(cfg, model: nn.Module, batch_size: int) -> torch.optim.SGD:
     """SGD for the optim config subtree; its lr is the scaled base lr (the schedule multiplies it)."""
     lr = scaled_lr(cfg.lr, batch_size, cfg.ref_batch)
-    groups = param_groups(model, cfg.weight_decay, no_decay_rule(cfg))
+    groups = param_groups(model, cfg.weight_decay, str(cfg.no_decay))
     device = next(model.parameters()).device
     fused = use_fused(cfg.get("fused"), device)
     opt = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,

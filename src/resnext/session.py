@@ -20,7 +20,6 @@ from .engine.precision import Precision, resolve
 from .engine.rundir import CONFIG, RunLock, check_resume, refuse_links, saved_config, write_text_atomic
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, CheckpointError, ConfigError, UserError
 from .models import build_model
-from .models import resolve as resolve_model
 from .models.complexity import measure
 from .models.ghost_bn import convert_ghost_bn
 from .optim import build_optimizer
@@ -60,17 +59,6 @@ def make_model(rec: dict, init_from: str | None, log) -> torch.nn.Module:
     return model
 
 
-def same_model(saved: dict | None, rec: dict) -> bool:
-    """Whether a checkpoint's model record builds the same network as ``rec`` (records written before
-    the families had their own config nodes hold every family's keys: compared through the family)."""
-    if saved == rec:
-        return True
-    try:
-        return saved is not None and resolve_model(saved)[1] == resolve_model(rec)[1]
-    except (ValueError, TypeError):
-        return False
-
-
 def flat_hparams(cfg: DictConfig) -> dict:
     out = {}
     for group in ("model", "data", "optim", "schedule", "trainer"):
@@ -105,7 +93,7 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
     rec = model_record(cfg, plan.classes)
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     model = make_model(rec, cfg.model.init_from, say).to(world.device, memory_format=precision.memory_format)
-    if state is not None and not same_model(state.get("model_config"), rec):
+    if state is not None and state.get("model_config") != rec:
         raise CheckpointError(f"{run_dir / 'checkpoints'}: checkpoint is for model {state.get('model_config')}, "
                               f"this run builds {rec}; use another run directory (hydra.run.dir=...)")
     if cfg.model.get("bn_batch", 0):

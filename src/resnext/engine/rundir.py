@@ -25,7 +25,7 @@ WHERE_AND_HOW = (
 )
 GROWS = ("trainer.epochs",)  # may grow on a resume: "extend the run"
 #: Keys a resume can never accept: they change the optimizer's parameter groups, which its state must fit.
-NEVER = ("optim.no_decay", "optim.decay_bn_and_bias")
+NEVER = ("optim.no_decay",)
 
 
 def private_umask() -> int:
@@ -154,17 +154,9 @@ def changes(saved: DictConfig, new: DictConfig) -> dict[str, tuple]:
 
     Keys only the new config has (the schema grew since the run started) are not counted.
     """
-    old = _one_spelling(flatten(OmegaConf.to_container(saved, resolve=True)))
-    cur = _one_spelling(flatten(OmegaConf.to_container(new, resolve=True)))
+    old = flatten(OmegaConf.to_container(saved, resolve=True))
+    cur = flatten(OmegaConf.to_container(new, resolve=True))
     return {k: (old[k], v) for k, v in cur.items() if k in old and old[k] != v}
-
-
-def _one_spelling(flat: dict) -> dict:
-    """The old key optim.decay_bn_and_bias=false is optim.no_decay=bn_and_bias (resnext.optim): a run saved
-    with one spelling resumes under the other without a change being seen."""
-    if flat.pop("optim.decay_bn_and_bias", True) is False:
-        flat["optim.no_decay"] = "bn_and_bias"
-    return flat
 
 
 #: Keys that together with the world size fix how many images each BN statistic covers: a resume judges

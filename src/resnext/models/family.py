@@ -39,13 +39,10 @@ class InputSpec:
 
 
 IMAGENET_INPUT = InputSpec(224, 0.875, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-CIFAR_INPUT = InputSpec(32, 1.0, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+# CIFAR-10's statistics as the official ResNeXt code has them (0-255 scale: datasets/cifar10.lua); the data
+# layer's resnext.data.cifar.CIFAR_MEAN/STD are the same numbers (a test holds them together)
+CIFAR_INPUT = InputSpec(32, 1.0, tuple(v / 255 for v in (125.3, 123.0, 113.9)), tuple(v / 255 for v in (63.0, 62.1, 66.7)))
 
-# Before each family had its own node, one flat model config held every family's keys, so runs'
-# config.yaml files and checkpoints' model_config dicts of that time carry other families' keys at
-# these values; such a key is ignored. Any other key a family does not have is refused.
-FLAT_DEFAULTS = {"depth": 50, "cardinality": 32, "width": 4, "widen_factor": 10, "dropout": 0.0,
-                 "zero_init_last_bn": False, "shortcut": True}
 NOT_ARGUMENTS = ("arch", "init_from", "bn_batch")  # config keys the constructor does not take (the caller's)
 
 
@@ -71,7 +68,7 @@ class Family:
         for k, v in values.items():
             if k in keys:
                 own[k] = v
-            elif not (k in FLAT_DEFAULTS and v == FLAT_DEFAULTS[k]):
+            else:
                 raise ValueError(f"{k} is not a key of the {arch} family; valid keys: {', '.join(keys)}")
         return self.config(**{**own, "arch": arch})
 
