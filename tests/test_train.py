@@ -90,8 +90,9 @@ def test_bad_input_one_line_exit_2_and_run_dir_untouched(finished_run, tmp_path)
         (["+recipe=resnext29_demo_digits", "model.cardnality=4"], {}, "unknown key model.cardnality"),
         (["+recipe=resnext29_demo_digits", "trainer.epochs=two"], {}, "trainer.epochs"),
         (["+recipe=resnext29_demo_digits", "data.batch_size=64"], {"WORLD_SIZE": "3"}, "data.batch_size=64"),
+        # another recipe on a trained run directory: refused for its settings before any data is read
         (["+recipe=resnext29_8x64d_cifar10", f"data.root={tmp_path / 'nowhere'}", "trainer.device=cpu"], {},
-         "no cifar10 python batches found"),
+         "the checkpoint is for model model.cardinality=2, model.width=2, this run builds model.cardinality=8"),
         (["+recipe=resnext29_demo_digits", "model.depth=30"], {}, "model.depth must be 9n + 2"),
     ]
     for args, extra, expect in cases:
@@ -102,6 +103,12 @@ def test_bad_input_one_line_exit_2_and_run_dir_untouched(finished_run, tmp_path)
         assert len(lines) == 1 and expect in lines[0], (args, res.stderr)
         assert "Traceback" not in res.stderr
     assert snapshot(finished_run) == before
+    fresh = tmp_path / "fresh"  # the same mistake in a new run directory: the data's own error, nothing left
+    res = subprocess.run([PY, str(ROOT / "train.py"), "+recipe=resnext29_8x64d_cifar10", f"data.root={tmp_path / 'nowhere'}",
+                          "trainer.device=cpu", f"hydra.run.dir={fresh}"], capture_output=True, text=True, env=env(),
+                         timeout=120)
+    assert res.returncode == 2 and "no cifar10 python batches found" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not fresh.exists()
 
 
 def test_resume_into_other_architecture_refused(finished_run, tmp_path):
@@ -112,7 +119,8 @@ def test_resume_into_other_architecture_refused(finished_run, tmp_path):
     before = snapshot(d)
     res = train(d, "trainer.epochs=3", "trainer.max_steps_per_epoch=3", "model.cardinality=4")
     assert res.returncode == 2
-    assert "checkpoint is for model" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert "checkpoint is for model model.cardinality=2, this run builds model.cardinality=4: another network" \
+        in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert snapshot(d) == before
 
 

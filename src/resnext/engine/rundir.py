@@ -159,6 +159,9 @@ def changes(saved: DictConfig, new: DictConfig) -> dict[str, tuple]:
     return {k: (old[k], v) for k, v in cur.items() if k in old and old[k] != v}
 
 
+#: Model keys that only say how a network starts: changing them on a resume changes nothing built (accepted
+#: like any other change of what was trained); every other model key makes another network.
+INIT_ONLY = ("model.zero_init_last_bn", "model.zero_fc_bias", "model.init_mode")
 #: Keys that together with the world size fix how many images each BN statistic covers: a resume judges
 #: them by that effect (the same count: where/how; another: a change of what is trained).
 BN_GROUPING = ("model.bn_batch", "trainer.accumulate", "trainer.max_micro_batch")
@@ -174,7 +177,7 @@ def check_resume(saved: DictConfig, new: DictConfig, accepted: list[str],
     images each BN statistic covers (a resume on another process count that keeps them is where/how).
     """
     diff = changes(saved, new)
-    refused = {}
+    refused, architecture = {}, {}
     grouping_kept = True
     if worlds is not None:
         try:
@@ -192,11 +195,19 @@ def check_resume(saved: DictConfig, new: DictConfig, accepted: list[str],
                               "parameters; start a new run (name=NEW or hydra.run.dir=DIR)")
         if key in BN_GROUPING and worlds is not None:
             continue  # judged by its effect above
+        if key.startswith("model.") and key not in WHERE_AND_HOW + BN_GROUPING + INIT_ONLY:
+            architecture[key] = (was, now)
+            continue
         if key in WHERE_AND_HOW or key.startswith("paper.") or key in accepted:
             continue
         if key in GROWS and isinstance(was, int) and isinstance(now, int) and now >= was:
             continue
         refused[key] = (was, now)
+    if architecture:  # another network: no accepting it, its checkpoint cannot be loaded into it
+        was = ", ".join(f"{k}={w!r}" for k, (w, _) in architecture.items())
+        now = ", ".join(f"{k}={n!r}" for k, (_, n) in architecture.items())
+        raise ConfigError(f"the checkpoint is for model {was}, this run builds {now}: another network, which no "
+                          "resume can accept; use another run directory (name=NEW or hydra.run.dir=DIR)")
     if refused:
         listed = ", ".join(f"{k}: {was!r} -> {now!r}" for k, (was, now) in refused.items())
         keys = ",".join(k if k in diff else next((b for b in BN_GROUPING if b in diff), "trainer.accumulate")
