@@ -203,3 +203,24 @@ def test_trainer_refuses_unusable_imagenet_folders(fake, tmp_path):
     res = imagenet_run(broken, tmp_path / "bad2")
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines()[-1].startswith(f"error: {victim}: ")
+
+
+def test_one_class_is_refused_and_skipped_files_are_listed(fake, tmp_path, capsys):
+    """A folder of one class would train to 0% error without a word: training refuses it in one line and
+    verify reports it; files that training does not read (.webp, .txt) are counted by extension, not hidden."""
+    root = tmp_path / "one"
+    shutil.copytree(fake, root)
+    for split in ("train", "val"):
+        for extra in sorted((root / split).iterdir())[1:]:
+            shutil.rmtree(extra)
+    (root / "train" / "n00000000" / "notes.txt").write_text("x")
+    (root / "train" / "n00000000" / "photo.webp").write_bytes(b"RIFF")
+    res = imagenet_run(root, tmp_path / "run")
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        "error: the data set has 1 class(es); a classifier needs at least 2 (with one it learns to answer that "
+        "class, at 0% error); give data.root a folder per class"]
+    assert not (tmp_path / "run").exists()
+    code, out, _ = tool(capsys, "verify", root)
+    assert code == 1
+    assert "not images, skipped by training (only .jpeg, .jpg, .png are read): 1 .txt, 1 .webp" in out
+    assert f"problem: {root / 'train'}: one class folder; a classifier needs at least 2 classes" in out

@@ -37,3 +37,5 @@ def test_the_data_completes_the_plan():
     pinned = compose_config(["+recipe=resnext29_demo_digits", "model.num_classes=12"])
     with pytest.raises(ConfigError, match=r"^model.num_classes=12 but the data set has 10 classes \(set "):
         RunPlan.of(pinned, 1).with_data(pinned, 10, None, 44)
+    with pytest.raises(ConfigError, match=r"^the data set has 1 class\(es\); a classifier needs at least 2"):
+        plan.with_data(cfg, 1, None, 44)

@@ -46,6 +46,9 @@ class RunPlan:
     def with_data(self, cfg: DictConfig, num_classes: int, class_names, train_steps: int) -> RunPlan:
         """The plan once the data set is open: its class count (ConfigError if model.num_classes pins
         another), names and the steps of an epoch."""
+        if num_classes < 2:
+            raise ConfigError(f"the data set has {num_classes} class(es); a classifier needs at least 2 (with one it "
+                              "learns to answer that class, at 0% error); give data.root a folder per class")
         pinned = int(cfg.model.num_classes or 0)
         if pinned and pinned != num_classes:
             raise ConfigError(f"model.num_classes={pinned} but the data set has {num_classes} classes "

@@ -55,7 +55,7 @@ def verify(root: Path, workers: int = 1) -> tuple[list[str], list[str]]:
     """(report lines, problem lines) for an ImageNet-layout root: images per class and split, files
     that are not decodable or not what their name says, empty classes, train/val class mismatch."""
     counts: dict[str, Counter] = {}
-    problems, files = [], []
+    problems, files, skipped = [], [], Counter()
     for split in ("train", "val"):
         d = root / split
         if not d.is_dir():
@@ -68,6 +68,8 @@ def verify(root: Path, workers: int = 1) -> tuple[list[str], list[str]]:
                 if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS):
                     counts[split][c] += 1
                     files.append(e.path)
+                elif e.is_file():  # not read by training: said here, not skipped silently
+                    skipped[os.path.splitext(e.name)[1].lower() or "(no extension)"] += 1
             if counts[split][c] == 0:
                 problems.append(f"{d / c}: empty class folder")
     files.sort()
@@ -84,6 +86,12 @@ def verify(root: Path, workers: int = 1) -> tuple[list[str], list[str]]:
         per = n.values()
         report.append(f"{split}: {sum(per)} images in {len(n)} classes ({min(per, default=0)}..{max(per, default=0)} "
                       "per class)")
+    if skipped:
+        report.append("not images, skipped by training (only " + ", ".join(IMAGE_EXTENSIONS) + " are read): "
+                      + ", ".join(f"{n} {ext}" for ext, n in sorted(skipped.items())))
+    for split, n in counts.items():
+        if len(n) == 1:
+            problems.append(f"{root / split}: one class folder; a classifier needs at least 2 classes")
     if len(counts) == 2 and set(counts["train"]) != set(counts["val"]):
         only_t = sorted(set(counts["train"]) - set(counts["val"]))
         only_v = sorted(set(counts["val"]) - set(counts["train"]))
