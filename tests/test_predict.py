@@ -51,7 +51,9 @@ def test_weights_file_prints_top5_imagenet_names(resnet50_file, images):
     path, model = resnet50_file
     res = tool("predict", path, *images, "--arch", "resnet50")
     assert res.returncode == 0, res.stderr
-    assert res.stdout.splitlines()[0] == "model: resnet50.pth as resnet50, 1000 classes"
+    assert res.stdout.splitlines()[0] == (
+        "model: resnet50.pth as resnet50, 1000 classes; the file records no preprocessing, assumed: shorter side "
+        "256 (bilinear), centre 224, mean 0.485, 0.456, 0.406, std 0.229, 0.224, 0.225")
     preds = parse_predictions(res.stdout)
     assert list(preds) == [str(p) for p in images]
     for image in images:

@@ -78,7 +78,13 @@ def main(argv: list[str] | None = None) -> None:
         names = class_names(loaded)
     except UserError as e:
         fail(str(e))
-    print(f"model: {loaded.what}, {loaded.num_classes} classes", flush=True)
+    assumed = ""
+    if loaded.data is None:  # a weights file that describes no input (torchvision's, timm's): say what we assume
+        pre = loaded.preprocessing(args.image_size)
+        assumed = (f"; the file records no preprocessing, assumed: shorter side {pre.resize} ({pre.interpolation}), "
+                   f"centre {pre.crop}, mean {', '.join(f'{v:.3f}' for v in pre.mean)}, "
+                   f"std {', '.join(f'{v:.3f}' for v in pre.std)}")
+    print(f"model: {loaded.what}, {loaded.num_classes} classes{assumed}", flush=True)
     for path, top in results:
         print(path)
         for p, i in top:
