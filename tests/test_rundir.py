@@ -380,3 +380,19 @@ def test_checkpoint_and_tensorboard_folders_may_be_links(tmp_path):
     res = train(d, *SHORT)
     assert res.returncode == 0, res.stderr
     assert (store / "ck" / "last.pt").is_file() and list((store / "tb").glob("events.*"))
+
+
+def test_an_accepted_change_of_how_the_network_starts_resumes(done, tmp_path):
+    """model.zero_init_last_bn only says how the network starts: a resume accepts the change (the same
+    network, so its checkpoint loads), while a change of the network itself cannot be accepted."""
+    import shutil
+
+    d = tmp_path / "run"
+    shutil.copytree(done, d)
+    res = train(d, "trainer.epochs=2", "trainer.max_steps_per_epoch=2", "model.zero_init_last_bn=false",
+                "trainer.accept_changes=[model.zero_init_last_bn]")
+    assert res.returncode == 0, res.stderr
+    assert "changed since the last start: model.zero_init_last_bn: True -> False" in res.stdout, res.stdout
+    refused = train(d, "trainer.epochs=3", "trainer.max_steps_per_epoch=2", "model.cardinality=4",
+                    "trainer.accept_changes=[model.cardinality]")
+    assert refused.returncode == 2 and "another network, which no resume can accept" in refused.stderr

@@ -17,7 +17,15 @@ from .engine.dist import World, all_reduce_max, init_world, shutdown
 from .engine.logging import RunLog
 from .engine.loop import FitOptions, Parts, Trainer
 from .engine.precision import Precision, resolve
-from .engine.rundir import CONFIG, RunLock, check_resume, refuse_links, saved_config, write_text_atomic
+from .engine.rundir import (
+    CONFIG,
+    INIT_ONLY,
+    RunLock,
+    check_resume,
+    refuse_links,
+    saved_config,
+    write_text_atomic,
+)
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, CheckpointError, ConfigError, UserError
 from .models import build_model
 from .models.complexity import measure
@@ -42,6 +50,15 @@ def describe(cfg: DictConfig, class_names: list[str] | None) -> dict:
     filter, data set and so its normalisation) and the class names where the data has them."""
     return {"recipe": str(cfg.name), "data": OmegaConf.to_container(cfg.data, resolve=True),
             "class_names": list(class_names) if class_names else None}
+
+
+def built_alike(saved: dict | None, rec: dict) -> bool:
+    """Whether a checkpoint's model record is this run's network: equal but for the keys that only say how
+    a network starts (rundir.INIT_ONLY), which an accepted change may alter."""
+    def network(r: dict) -> dict:
+        return {k: v for k, v in r.items() if f"model.{k}" not in INIT_ONLY}
+
+    return isinstance(saved, dict) and network(saved) == network(rec)
 
 
 def make_model(rec: dict, init_from: str | None, log) -> torch.nn.Module:
@@ -93,7 +110,7 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
     rec = model_record(cfg, plan.classes)
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     model = make_model(rec, cfg.model.init_from, say).to(world.device, memory_format=precision.memory_format)
-    if state is not None and state.get("model_config") != rec:
+    if state is not None and not built_alike(state.get("model_config"), rec):
         raise CheckpointError(f"{run_dir / 'checkpoints'}: checkpoint is for model {state.get('model_config')}, "
                               f"this run builds {rec}; use another run directory (hydra.run.dir=...)")
     if cfg.model.get("bn_batch", 0):
