@@ -396,3 +396,16 @@ def test_an_accepted_change_of_how_the_network_starts_resumes(done, tmp_path):
     refused = train(d, "trainer.epochs=3", "trainer.max_steps_per_epoch=2", "model.cardinality=4",
                     "trainer.accept_changes=[model.cardinality]")
     assert refused.returncode == 2 and "another network, which no resume can accept" in refused.stderr
+
+
+def test_bn_keys_of_a_saved_config_without_a_plan_are_judged_one_by_one():
+    """A saved config whose batch split cannot be planned (its accumulate does not divide the batch) gives no
+    BN effect to compare: a change of its BN keys is then refused key by key, not let through."""
+    from resnext.compose import compose_config
+    from resnext.engine.rundir import check_resume
+    from resnext.errors import ConfigError
+
+    base = ["+recipe=resnext29_demo_digits", "data.batch_size=32", "model.bn_batch=0"]
+    saved = compose_config([*base, "trainer.accumulate=3"])
+    with pytest.raises(ConfigError, match=r"other settings \(model.bn_batch: 0 -> 8\)"):
+        check_resume(saved, compose_config([*base, "trainer.accumulate=2", "model.bn_batch=8"]), [], (1, 1))

@@ -40,14 +40,18 @@ def private_umask() -> int:
 OPENED_IN_PLACE = (LOCK, METRICS)
 
 
+def _link_refused(path: Path) -> UserError:
+    return UserError(f"{path}: is a symbolic link; a run directory's own files are never followed out of it "
+                     "(remove the link, or use another run directory)")
+
+
 def open_in_run_dir(path: Path, flags: int, mode: int = 0o666) -> int:
     """os.open that refuses a symbolic link in the last component (O_NOFOLLOW): UserError in one line."""
     try:
         return os.open(path, flags | os.O_NOFOLLOW, mode)
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise UserError(f"{path}: is a symbolic link; a run directory's own files are never followed out of "
-                            "it (remove the link, or use another run directory)") from None
+            raise _link_refused(path) from None
         raise
 
 
@@ -55,8 +59,7 @@ def refuse_links(run_dir: Path) -> None:
     """UserError naming the first of the run directory's opened-in-place files that is a symbolic link."""
     for name in OPENED_IN_PLACE:
         if (run_dir / name).is_symlink():
-            raise UserError(f"{run_dir / name}: is a symbolic link; a run directory's own files are never "
-                            "followed out of it (remove the link, or use another run directory)")
+            raise _link_refused(run_dir / name)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -178,22 +181,21 @@ def check_resume(saved: DictConfig, new: DictConfig, accepted: list[str],
     """
     diff = changes(saved, new)
     refused, architecture = {}, {}
-    grouping_kept = True
-    if worlds is not None:
+    by_effect = worlds is not None
+    if by_effect:
         try:
             from ..plan import RunPlan  # the plan's BN group, of the saved run and of this one
 
             was_bn, now_bn = RunPlan.of(saved, worlds[0]).bn_images, RunPlan.of(new, worlds[1]).bn_images
         except (UserError, ArithmeticError, AttributeError, KeyError):
-            was_bn = now_bn = None  # an old or odd saved config: judged key by key below
-        grouping_kept = was_bn == now_bn
-        if not grouping_kept and not any(k in accepted for k in BN_GROUPING):
+            by_effect = False  # a saved config whose plan cannot be made: its BN keys are judged one by one
+        if by_effect and was_bn != now_bn and not any(k in accepted for k in BN_GROUPING):
             refused["images per BN statistic"] = (was_bn, now_bn)
     for key, (was, now) in diff.items():
         if key in NEVER and key in accepted:
             raise ConfigError(f"{key} cannot change on a resume ({was!r} -> {now!r}): it regroups the optimizer's "
                               "parameters; start a new run (name=NEW or hydra.run.dir=DIR)")
-        if key in BN_GROUPING and worlds is not None:
+        if key in BN_GROUPING and by_effect:
             continue  # judged by its effect above
         if key.startswith("model.") and key not in WHERE_AND_HOW + BN_GROUPING + INIT_ONLY:
             architecture[key] = (was, now)
