@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -130,3 +131,16 @@ def photo_folder(root: Path, extra: Path) -> Path:
     for f in extra.rglob("*.JPEG"):  # portrait images in class n00000000 too
         f.rename(root / f.relative_to(extra).parent / f"p_{f.name}")
     return root
+
+
+def lua_ten_crop(img: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """fb.resnet.torch's TenCrop (datasets/transforms.lua) transcribed: for the image and its hflip, CenterCrop
+    (w1 = ceil((w - size) / 2), h1 likewise) then image.crop's four corners; image.crop(x1, y1, x2, y2) takes
+    columns x1..x2-1 and rows y1..y2-1."""
+    h, w = img.shape[-2:]
+    out = []
+    for im in (img, img.flip(-1)):
+        w1, h1 = math.ceil((w - size) / 2), math.ceil((h - size) / 2)
+        out.append(im[:, h1:h1 + size, w1:w1 + size])
+        out += [im[:, 0:size, 0:size], im[:, 0:size, w - size:w], im[:, h - size:h, 0:size], im[:, h - size:h, w - size:w]]
+    return out

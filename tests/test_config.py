@@ -83,10 +83,17 @@ def lua_cifar_lr(epoch: int, epochs: int = 300, lr: float = 0.1) -> float:
 def test_cifar_recipes_train_as_the_official_code(name):
     """Against the official code's values: the lr of every one of the 300 epochs (train.lua), BN over 16 images
     (a batch of 128 split over 8 GPUs by DataParallelTable), the classifier bias starting at 0
-    (models/resnext.lua), and each data set's own statistics (datasets/cifar10.lua, cifar100.lua)."""
+    (models/resnext.lua), each data set's own statistics (datasets/cifar10.lua, cifar100.lua) and each epoch's
+    last partial batch kept (dataloader.lua: ceil(50000 / 128) = 391 batches, the last of 80 images)."""
     from resnext.data.cifar import STATS
+    from resnext.data.plan import ShardPlan
+    from resnext.plan import RunPlan
 
     cfg = compose_config([f"+recipe={name}"])
+    for world in (1, 8):  # one GPU or the source's eight: the same 391 steps, the last one 80 images
+        plan = RunPlan.of(cfg, world)
+        shard = ShardPlan(50_000, plan.batch, 0, world, 0, True, plan.last_batch_unit)
+        assert (plan.last_batch_unit, shard.steps, shard.last_share * world) == (8, 391, 80)
     s = Schedule.from_config(cfg.schedule, 391, cfg.trainer.epochs)  # ceil(50000 / 128) steps per epoch
     for epoch in range(cfg.trainer.epochs):
         for step in (0, 390):  # an epoch's first and last step: the lr is constant within it

@@ -1,11 +1,14 @@
-"""10-crop evaluation (resnext.crops): crop geometry on hand-made images, torchvision's ten_crop agrees, DALI's
+"""10-crop evaluation (resnext.crops): crop geometry on hand-made images, fb.resnet.torch's TenCrop transcribed agrees (torchvision's where the rounding does), DALI's
 crop positions land on the same boxes, and evaluation averages the softmax of each image's ten crops."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torchvision.transforms.functional as F
+from imagenet_data_helpers import lua_ten_crop
 
 from resnext.crops import crop_boxes, mean_over_crops, mirrored_boxes, ten_crops
 
@@ -27,7 +30,7 @@ def test_crops_are_centre_and_corners_then_mirrored(h, w, size):
     x = positions(h, w, n=2)
     crops = ten_crops(x, size)
     assert crops.shape == (20, 2, size, size)
-    centre = (round((h - size) / 2), round((w - size) / 2))
+    centre = (math.ceil((h - size) / 2), math.ceil((w - size) / 2))  # fb.resnet.torch's CenterCrop
     tops_lefts = [centre, (0, 0), (0, w - size), (h - size, 0), (h - size, w - size)]
     assert crop_boxes(h, w, size) == tops_lefts
     for k, (top, left) in enumerate(tops_lefts):
@@ -62,13 +65,28 @@ def torchvision_order(img: torch.Tensor, size: int) -> list[torch.Tensor]:
     return [tv[j] for j in order] + [tv[5 + j] for j in order]
 
 
-@pytest.mark.parametrize("h,w,size", [(5, 7, 3), (8, 8, 4), (9, 6, 5), (10, 13, 7)])
-def test_same_crops_as_torchvision_ten_crop(h, w, size):
+# slacks (H - size, W - size): even/even, odd/odd of both kinds (1 and 3 mod 4), zero
+SHAPES = [(5, 7, 3), (8, 8, 4), (9, 6, 5), (10, 13, 7), (6, 9, 5), (7, 7, 6), (4, 4, 4), (261, 256, 224)]
+
+
+@pytest.mark.parametrize("h,w,size", SHAPES)
+def test_same_crops_as_fb_resnet_torch_ten_crop(h, w, size):
     x = torch.randn(3, 3, h, w)
     ours = ten_crops(x, size)
     for i in range(3):
-        want = torchvision_order(x[i], size)
-        assert all(torch.equal(crop_of(ours, i, k), want[k]) for k in range(10))
+        want = lua_ten_crop(x[i], size)
+        assert all(torch.equal(crop_of(ours, i, k), want[k]) for k in range(10)), (h, w, size)
+
+
+@pytest.mark.parametrize("h,w,size", SHAPES)
+def test_torchvision_ten_crop_differs_only_in_the_centres_where_a_slack_is_1_mod_4(h, w, size):
+    """torchvision rounds the centre half to even: where a slack is 1 mod 4 (1, 5, 37: 261 - 224) its
+    centre crops sit a pixel to the left/top of fb.resnet.torch's; elsewhere all ten crops are equal."""
+    x = torch.randn(1, 3, h, w)
+    ours, tv = ten_crops(x, size), torchvision_order(x[0], size)
+    centre_moves = (h - size) % 4 == 1 or (w - size) % 4 == 1
+    same = [torch.equal(crop_of(ours, 0, k), tv[k]) for k in range(10)]
+    assert same == [not centre_moves] + [True] * 4 + [not centre_moves] + [True] * 4
 
 
 def test_too_large_a_crop_is_refused():
@@ -81,7 +99,7 @@ def test_dali_crop_positions_land_on_our_boxes():
     gives the ten crops start where crop_boxes / mirrored_boxes say, for every slack up to 700 pixels."""
     import numpy as np
 
-    from resnext.data.dali import center, mirrored_center, ten_crop_positions
+    from resnext.data.dali import ten_crop_centres, ten_crop_positions
 
     def anchor(pos, n, crop):
         return int(np.floor(np.float32(pos) * np.float32(n - crop) + np.float32(0.5)))
@@ -90,7 +108,7 @@ def test_dali_crop_positions_land_on_our_boxes():
     for n in range(crop, crop + 700):
         h, w = n, n + 3
         boxes = crop_boxes(h, w, crop) + mirrored_boxes(h, w, crop)
-        pos = ten_crop_positions(center(w, crop), center(h, crop), mirrored_center(w, crop))
+        pos = ten_crop_positions(*ten_crop_centres(w, h, crop))
         assert [m for _, _, m in pos] == [0] * 5 + [1] * 5
         got = [(anchor(y, h, crop), anchor(x, w, crop)) for x, y, _ in pos]
         assert got == boxes, n

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from imagenet_data_helpers import cfg, photo_folder, pixels, place, textured_folder
+from imagenet_data_helpers import cfg, lua_ten_crop, photo_folder, pixels, place, textured_folder
 from PIL import Image
 from torchvision.transforms import functional as F
 
@@ -136,26 +136,24 @@ def test_eval_parity_small_images_and_layouts(photo_root, mode, cl):
 
 
 def ten_crop_oracle(root, mode: str) -> torch.Tensor:
-    """fb.resnet.torch's ten crops written with torchvision: each val image (in the loaders' order) resized
-    to shorter side RESIZE, torchvision's ten_crop of CROP from the whole resized image, in resnext.crops
-    order (centre, TL, TR, BL, BR, then the mirror's five), normalized."""
+    """fb.resnet.torch's ten crops: each val image (in the loaders' order) resized by torchvision to shorter
+    side RESIZE, normalized, then its TenCrop of CROP transcribed (lua_ten_crop) from the whole resized
+    image, in resnext.crops order (centre, TL, TR, BL, BR, then the mirror's five)."""
     from resnext.data.imagenet import open_sources
     from resnext.data.imagenet_folder import MEAN, STD
 
     _, val = open_sources(cfg(root, "torch"))
-    order = [4, 0, 1, 2, 3]
     out = []
     for i in range(len(val)):
         with Image.open(io.BytesIO(val.read(i)[0])) as im:
             img = F.resize(im.convert("RGB"), RESIZE, F.InterpolationMode(mode), antialias=True)
-        tv = [F.normalize(F.to_tensor(c), MEAN, STD) for c in F.ten_crop(img, [CROP, CROP])]
-        out += [tv[j] for j in order] + [tv[5 + j] for j in order]
+        out += lua_ten_crop(F.normalize(F.to_tensor(img), MEAN, STD), CROP)
     return torch.stack(out)
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_ten_crops_are_torchvision_ten_crop_of_the_whole_resized_image(unsaturated_root, mode):
-    """Guarantee: data.eval_crops=10 delivers, per image, torchvision's ten_crop of the image resized to
+def test_ten_crops_are_fb_resnet_torch_ten_crop_of_the_whole_resized_image(unsaturated_root, mode):
+    """Guarantee: data.eval_crops=10 delivers, per image, fb.resnet.torch's TenCrop of the image resized to
     shorter side val_resize (not of the center square): torchvision backend exactly (float noise aside),
     dali_cpu within one level (this folder's values stay off 0 and 255, see above), on random sizes, most
     not square, with odd slack on both axes; ten rows per label, channels_last as asked. The corner crops
@@ -187,8 +185,8 @@ def test_ten_crops_are_torchvision_ten_crop_of_the_whole_resized_image(unsaturat
 
 
 @pytest.mark.gpu
-def test_gpu_ten_crops_as_torchvision(sizes_root):
-    """dali_gpu's ten-crop graph is the CPU one on GPU operators: within about a level of torchvision's
+def test_gpu_ten_crops_as_fb_resnet_torch(sizes_root):
+    """dali_gpu's ten-crop graph is the CPU one on GPU operators: within about a level of the oracle's
     (nvJPEG's decoding differs by about a level; a crop in the wrong place by tens). Written without a GPU."""
     p = Placement(0, 1, torch.device("cuda", 0), torch.float32, False, 0)
     c = cfg(sizes_root, "dali_gpu", batch_size=4, val_resize=RESIZE, val_crop=CROP, eval_crops=10)

@@ -104,3 +104,44 @@ def test_impossible_plans_are_refused():
     for args in ((10, 0, 0, 1), (10, 4, 2, 2), (10, 4, -1, 2), (-1, 4, 0, 1)):
         with pytest.raises(ValueError, match="no plan"):
             ShardPlan(*args, 0, True)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("world,unit", [(1, 1), (1, 4), (2, 2), (2, 8), (4, 4)])
+@pytest.mark.parametrize("batch", [2, 4])
+def test_kept_last_batch_is_one_more_step_of_equal_shares(size, world, unit, batch):
+    """data.keep_last_batch: the remainder after the full steps is one more step, rounded down to a multiple
+    of the unit (whole BN groups), an equal share per rank; the full steps are what dropping gives."""
+    ranks = [ShardPlan(size, batch, r, world, 3, True, unit) for r in range(world)]
+    g = batch * world
+    kept = size % g - size % g % unit
+    assert {p.last_share for p in ranks} == {kept // world}
+    assert {p.steps for p in ranks} == {size // g + (kept > 0)}
+    dropping = plans(size, batch, world, train=True, seed=3)
+    served = [p.indices(epoch=2)[0].tolist() for p in ranks]
+    for p, d, s in zip(ranks, dropping, served, strict=True):
+        assert s[:d.num_samples] == d.indices(epoch=2)[0].tolist()  # the full steps unchanged
+        parts = [b.tolist() for _, b in p.batches(epoch=2)]
+        assert [len(b) for b in parts] == [batch] * (size // g) + ([kept // world] if kept else [])
+        assert p.num_samples == len(s)
+    seen = sum(served, [])
+    perm = epoch_permutation(size, 3, 2).tolist()
+    assert sorted(seen) == sorted(perm[:(size // g) * g + kept])  # the order's head, each sample once
+
+
+def test_the_cifar_recipes_epoch_is_the_official_loaders():
+    """fb.resnet.torch's dataloader.lua: ceil(50000 / 128) = 391 batches, the last of 80 images; our last step
+    holds the same 80 positions whether 1 or 8 processes share it (BN groups: 8 of 10, unit 128 / 16)."""
+    one = ShardPlan(50_000, 128, 0, 1, 0, True, 8)
+    assert (one.steps, one.last_share) == (391, 80)
+    last = one.positions(390)
+    eight = [ShardPlan(50_000, 16, r, 8, 0, True, 8) for r in range(8)]
+    assert {p.steps for p in eight} == {391} and {p.last_share for p in eight} == {10}
+    assert torch.equal(torch.cat([p.positions(390) for p in eight]), last)
+    assert last.tolist() == list(range(390 * 128, 50_000))
+    assert ShardPlan(50_000, 128, 0, 1, 0, True, 0).steps == 390  # dropping: the paper text's 390
+
+
+def test_a_last_unit_that_is_not_a_multiple_of_the_ranks_is_refused():
+    with pytest.raises(ValueError, match="last_unit=3 is not a multiple of the 2 ranks"):
+        ShardPlan(10, 2, 0, 2, 0, True, 3)

@@ -84,6 +84,7 @@ class DataConfig:
     lighting: float = 0.1  # std of AlexNet-style PCA lighting noise; 0 = off
     pad: int = 4  # in-memory sets (CIFAR, digits): zero padding before the random crop
     flip: bool = True  # random horizontal flip (off for digits, whose mirror images are not digits)
+    keep_last_batch: bool = False  # train on an epoch's last partial batch too (fb.resnet.torch's loaders; rounded down to whole BN groups), not drop it
     workers: int = II("resnext.auto_workers:")  # loader processes/threads per rank; default min(8, cores per process - 1); 0 = in the main process
     file_list: str | None = None  # optional "relative/path label" list instead of scanning train/
     synthetic_train: int = 1024  # synthetic data set: training samples

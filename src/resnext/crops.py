@@ -2,7 +2,9 @@
 
 fb.resnet.torch (datasets/transforms.lua, TenCrop) takes, from the image resized so its shorter side is
 256, the centre and the four corner crops of 224 x 224, each also mirrored; its train.lua sums the ten
-outputs. Here the ten softmax outputs are averaged (the usual reading of "10-crop testing"; the top-1
+outputs. Its CenterCrop starts at ceil((W - size) / 2) (and the same for H), in the image and in its
+mirror; the boxes here are those (torchvision's ten_crop rounds half to even: a pixel to the left where
+W - size is 1 mod 4, the one place the two differ). Here the ten softmax outputs are averaged (the usual reading of "10-crop testing"; the top-1
 of a sum of logits can differ).
 
 With ``data.eval_crops=10`` every val loader delivers, per image, its ten crops in the order of
@@ -20,22 +22,19 @@ CROPS = (1, 10)  # crops per evaluation image: the single centre crop, or ten cr
 
 
 def crop_boxes(height: int, width: int, size: int) -> list[tuple[int, int]]:
-    """(top, left) of the centre, top-left, top-right, bottom-left and bottom-right ``size`` crops.
-
-    The centre is rounded as torchvision's center_crop (and our loaders) round it: round((H - size) / 2),
-    a half to even; fb.resnet.torch rounds up, which differs only where H - size is odd.
-    """
+    """(top, left) of the centre, top-left, top-right, bottom-left and bottom-right ``size`` crops, the
+    centre where fb.resnet.torch's CenterCrop puts it: ceil((H - size) / 2), ceil((W - size) / 2)."""
     if size > min(height, width):
         raise ValueError(f"a {size}x{size} crop does not fit in a {height}x{width} image")
     bottom, right = height - size, width - size
-    centre = (int(round(bottom / 2.0)), int(round(right / 2.0)))
+    centre = (-(-bottom // 2), -(-right // 2))
     return [centre, (0, 0), (0, right), (bottom, 0), (bottom, right)]
 
 
 def mirrored_boxes(height: int, width: int, size: int) -> list[tuple[int, int]]:
     """(top, left) in the original image of the five crops of the mirrored image: crop k + 5 is the mirror
     of the original's crop at these boxes (where W - size is odd, the mirrored image's centre crop is not
-    the mirror of the centre crop: it sits one pixel over, as in torchvision's ten_crop)."""
+    the mirror of the centre crop: rounded up in the mirror, it starts at floor((W - size) / 2) here)."""
     return [(top, width - size - left) for top, left in crop_boxes(height, width, size)]
 
 

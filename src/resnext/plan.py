@@ -26,6 +26,9 @@ class RunPlan:
     micro_batches: int  # forward/backward passes per optimizer step (trainer.accumulate resolved)
     micro_batch: int  # images per pass
     bn_images: int  # images per BN statistic in training (model.bn_batch, else each micro-batch)
+    last_batch_unit: int  # data.keep_last_batch: an epoch's last partial batch is kept as a multiple of this
+    # many images (the step's BN groups, global_batch / bn_images: each group, rank and micro-batch gets an
+    # equal share); 0 = dropped
     folder: bool  # JPEG-folder data, decoded by loader workers
     workers: int  # loader workers beside training (0 for in-memory and synthetic data)
     classes: int = 0  # classifier outputs: model.num_classes, or the data's count when that is 0 (with_data)
@@ -39,8 +42,11 @@ class RunPlan:
         k = micro_batches(cfg, world_size)
         micro = batch // k
         bn = int(cfg.model.get("bn_batch", 0) or 0)
+        bn_images = min(bn, micro) if bn else micro
+        keep = bool(cfg.data.get("keep_last_batch", False))
         return cls(world_size=world_size, global_batch=int(cfg.data.batch_size), batch=batch, eval_batch=eval_batch,
-                   micro_batches=k, micro_batch=micro, bn_images=min(bn, micro) if bn else micro,
+                   micro_batches=k, micro_batch=micro, bn_images=bn_images,
+                   last_batch_unit=int(cfg.data.batch_size) // bn_images if keep else 0,
                    folder=reads_folder(cfg.data), workers=loader_workers(cfg))
 
     def with_data(self, cfg: DictConfig, num_classes: int, class_names, train_steps: int) -> RunPlan:

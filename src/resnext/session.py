@@ -104,7 +104,7 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
     precision: Precision = resolve(t.precision, t.channels_last, world.device, t.loss_scale, t.loss_scale_growth)
     torch.backends.cudnn.benchmark = bool(t.cudnn_benchmark)
     place = Placement(world.rank, world.world_size, world.device, precision.input_dtype,
-                      precision.channels_last, t.seed)
+                      precision.channels_last, t.seed, plan.last_batch_unit)
     loaders = build_loaders(cfg.data, place, cfg.model.num_classes)
     plan = plan.with_data(cfg, loaders.num_classes, loaders.class_names, len(loaders.train))
     rec = model_record(cfg, plan.classes)
@@ -133,7 +133,7 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
         epochs=t.epochs, eval_every=t.eval_every, log_every=t.log_every,
         checkpoint_every_minutes=t.checkpoint_every_minutes, label_smoothing=cfg.optim.label_smoothing,
         fail_on_nonfinite=t.fail_on_nonfinite, hparams=flat_hparams(cfg), model_config=rec,
-        described=describe(cfg, plan.class_names), micro_batches=plan.micro_batches)
+        described=describe(cfg, plan.class_names), micro_batches=plan.micro_batches, batch=plan.batch)
     return Parts(wrapped, model, loaders, optimizer, schedule, precision), opts, plan
 
 

@@ -52,3 +52,5 @@ class Placement:
     dtype: torch.dtype  # image dtype (float32, or float16/bfloat16 to halve transfer)
     channels_last: bool  # deliver NHWC memory format
     seed: int  # run seed: order and augmentation derive from it
+    last_batch_unit: int = 0  # training: 0 drops an epoch's last partial global batch; n keeps it, rounded down
+    # to a multiple of n images (the step's BN groups: RunPlan.last_batch_unit), each rank an equal share

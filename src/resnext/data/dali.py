@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from ..crops import crop_boxes, mirrored_boxes
 from ..errors import DataError
 from .base import Placement
 from .imagenet_augment import AugConfig, draw, image_size, interpolation, sample_seed
@@ -36,15 +37,23 @@ def center(n: int, crop: int) -> float:
     return round((n - crop) / 2) / (n - crop) if n > crop else 0.5
 
 
-def mirrored_center(n: int, crop: int) -> float:
-    """The crop_pos of the mirrored image's center crop, as a crop of the original (then mirrored):
-    it starts at n - crop - round((n - crop) / 2) (resnext.crops.mirrored_boxes)."""
-    return (n - crop - round((n - crop) / 2)) / (n - crop) if n > crop else 0.5
+def at(start: int, n: int, crop: int) -> float:
+    """The crop_pos putting DALI's crop of ``crop`` out of ``n`` at ``start`` (its anchor is
+    round-half-up(crop_pos * (n - crop)), exact for these fractions)."""
+    return start / (n - crop) if n > crop else 0.5
+
+
+def ten_crop_centres(width: int, height: int, crop: int) -> tuple[float, float, float]:
+    """crop_pos x, y of the ten-crop centre and x of the mirrored image's centre (as a mirrored crop of the
+    original), at the boxes resnext.crops gives (fb.resnet.torch's rounding)."""
+    top, left = crop_boxes(height, width, crop)[0]
+    mirror_left = mirrored_boxes(height, width, crop)[0][1]
+    return at(left, width, crop), at(top, height, crop), at(mirror_left, width, crop)
 
 
 def ten_crop_positions(pos_x, pos_y, mirror_x) -> list[tuple]:
     """(crop_pos_x, crop_pos_y, mirror) of the ten crops in resnext.crops order: the centre (per-sample
-    positions), the four corners, then the mirrored image's five, each a mirrored crop of the original."""
+    positions, ten_crop_centres), the four corners, then the mirrored image's five, each a mirrored crop of the original."""
     plain = [(pos_x, pos_y, 0), (0.0, 0.0, 0), (1.0, 0.0, 0), (0.0, 1.0, 0), (1.0, 1.0, 0)]
     mirror = [(mirror_x, pos_y, 1), (1.0, 0.0, 1), (0.0, 0.0, 1), (1.0, 1.0, 1), (0.0, 1.0, 1)]
     return plain + mirror
@@ -81,10 +90,12 @@ class Source:
         sizes = [self._size(i, d) for i, d in zip(idx, data, strict=True)]
         if not self.train:  # explicit sizes and crop positions: torchvision's rounding, not DALI's
             out = np.array([resized(w, h, self.resize) for w, h in sizes], np.float32).reshape(-1, 2)
-            pos = np.array([[center(n, self.crop) for n in wh] for wh in out.tolist()], np.float32).reshape(-1, 2)
-            cols = [np.ascontiguousarray(a[:, i]) for a in (out, pos) for i in range(2)]
-            if self.crops > 1:  # ten crops: also the mirrored image's centre
-                cols.append(np.array([mirrored_center(int(w), self.crop) for w in out[:, 0]], np.float32))
+            if self.crops > 1:  # ten crops: fb.resnet.torch's centre, and the mirrored image's centre
+                pos = np.array([ten_crop_centres(int(w), int(h), self.crop) for w, h in out.tolist()],
+                               np.float32).reshape(-1, 3)
+            else:
+                pos = np.array([[center(n, self.crop) for n in wh] for wh in out.tolist()], np.float32).reshape(-1, 2)
+            cols = [np.ascontiguousarray(a[:, i]) for a in (out, pos) for i in range(a.shape[1])]
             return data, labels, *cols
         n = len(idx)
         box, mirror = np.empty((n, 4), np.float32), np.empty(n, np.int32)

@@ -39,8 +39,11 @@ class ShardPlan:
 
     Training: the epoch's order is ``epoch_permutation(size, seed, epoch)``. Global step k is positions
     [k*G, (k+1)*G) of that order, G = batch * world_size, and rank r takes positions
-    [k*G + r*batch, k*G + (r+1)*batch). There are ``size // G`` steps; the last ``size % G`` positions
-    are dropped, so every rank yields the same number of full batches.
+    [k*G + r*batch, k*G + (r+1)*batch). There are ``size // G`` full steps; the last ``size % G``
+    positions are dropped, so every rank yields the same number of full batches. With ``last_unit`` n,
+    they are kept as one more, partial step instead (fb.resnet.torch's loaders keep it), rounded down to
+    a multiple of n: each rank takes an equal ``last_share`` of it, rank r positions
+    [F*G + r*share, F*G + (r+1)*share) after the F full steps.
 
     Evaluation: the order is the split's own; rank r serves its contiguous shard ``bounds`` in order,
     in batches of ``batch``, the last one partial. The shards tile [0, size): every sample exactly once
@@ -57,15 +60,19 @@ class ShardPlan:
     world_size: int  # number of ranks sharing the split
     seed: int  # run seed: the training order derives from (seed, epoch)
     train: bool  # training (shuffled, remainder dropped) or evaluation (sharded in order)
+    last_unit: int = 0  # training: 0 drops the last partial global batch; n keeps it, a multiple of n images
 
     def __post_init__(self) -> None:
         if self.batch < 1 or not 0 <= self.rank < self.world_size or self.size < 0:
             raise ValueError(f"no plan for size={self.size}, batch={self.batch}, rank {self.rank} of {self.world_size}")
+        if self.last_unit < 0 or self.last_unit % self.world_size:
+            raise ValueError(f"last_unit={self.last_unit} is not a multiple of the {self.world_size} ranks")
 
     @classmethod
     def of(cls, size: int, batch: int, place: Placement, train: bool) -> ShardPlan:
         """The plan for ``place``'s rank, ``batch`` samples per rank and step."""
-        return cls(size, batch, place.rank, place.world_size, place.seed, train)
+        return cls(size, batch, place.rank, place.world_size, place.seed, train,
+                   place.last_batch_unit if train else 0)
 
     @property
     def global_batch(self) -> int:
@@ -81,10 +88,23 @@ class ShardPlan:
         return self.rank * self.size // self.world_size, (self.rank + 1) * self.size // self.world_size
 
     @property
+    def full_steps(self) -> int:
+        """Training: the epoch's steps of a whole global batch."""
+        return self.size // self.global_batch
+
+    @property
+    def last_share(self) -> int:
+        """Training: the images each rank takes in the epoch's kept partial step (0: none is kept)."""
+        if not self.train or not self.last_unit:
+            return 0
+        rest = self.size % self.global_batch
+        return (rest - rest % self.last_unit) // self.world_size
+
+    @property
     def num_samples(self) -> int:
         """Samples this rank yields in one epoch."""
         if self.train:
-            return self.steps * self.batch
+            return self.full_steps * self.batch + self.last_share
         lo, hi = self.bounds
         return hi - lo
 
@@ -92,7 +112,7 @@ class ShardPlan:
     def steps(self) -> int:
         """Batches this rank yields in one epoch: the same on every rank when training."""
         if self.train:
-            return self.size // self.global_batch
+            return self.full_steps + (self.last_share > 0)
         return -(-self.num_samples // self.batch)
 
     def positions(self, start_step: int = 0) -> torch.Tensor:
@@ -101,8 +121,13 @@ class ShardPlan:
         if not self.train:
             lo, hi = self.bounds
             return torch.arange(min(lo + start * self.batch, hi), hi)
-        steps = torch.arange(start, self.steps).view(-1, 1) * self.global_batch
-        return (steps + self.rank * self.batch + torch.arange(self.batch).view(1, -1)).view(-1)
+        full = self.full_steps
+        steps = torch.arange(min(start, full), full).view(-1, 1) * self.global_batch
+        kept = (steps + self.rank * self.batch + torch.arange(self.batch).view(1, -1)).view(-1)
+        if self.last_share and start <= full:
+            share = self.last_share
+            kept = torch.cat([kept, full * self.global_batch + self.rank * share + torch.arange(share)])
+        return kept
 
     def order(self, epoch: int) -> torch.Tensor | None:
         """The epoch's order of the whole split (training), or None for evaluation's identity order."""

@@ -19,6 +19,7 @@ class SyntheticLoader:
                  crops: int = 1) -> None:
         plan = ShardPlan.of(n, batch, place, train)
         self.steps, self.num_samples, self.crops = plan.steps, plan.num_samples, crops
+        self.full_steps, self.last_share = (plan.full_steps, plan.last_share) if train else (plan.steps, 0)
         g = torch.Generator().manual_seed(place.seed * 31 + place.rank)
         fmt = torch.channels_last if place.channels_last else torch.contiguous_format
         self.batches = []
@@ -37,7 +38,8 @@ class SyntheticLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for step in range(self.start_step, self.steps):
-            yield self.batches[step % len(self.batches)]
+            x, y = self.batches[step % len(self.batches)]
+            yield (x, y) if step < self.full_steps else (x[:self.last_share], y[:self.last_share])
 
 
 def build_synthetic(cfg, place: Placement, num_classes: int) -> Loaders:

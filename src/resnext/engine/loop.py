@@ -15,6 +15,7 @@ from torch import nn
 from ..crops import mean_over_crops
 from ..data.base import Loaders
 from ..errors import EXIT_NONFINITE, EXIT_OK, EXIT_REQUEUE, EXIT_SAVE_FAILED, SaveError
+from ..models.ghost_bn import groups_of_a_partial_batch
 from ..optim import prime_momentum
 from ..schedule import Schedule
 from . import checkpoint as ckpt
@@ -60,6 +61,7 @@ class FitOptions:
     model_config: dict = field(default_factory=dict)  # architecture record kept in checkpoints
     described: dict = field(default_factory=dict)  # the input the model expects (recipe, data config, class names)
     micro_batches: int = 1  # gradient accumulation: the per-process batch is split into this many
+    batch: int = 0  # images per step in each process (RunPlan.batch); a smaller one is an epoch's kept last batch
     reset_optimizer: bool = False  # a resume takes lr/momentum/decay from the config, not the checkpoint
 
 
@@ -256,8 +258,9 @@ class Trainer:
             factor = self.schedule.factor(s.global_step)
             for g, base in zip(self.opt.param_groups, base_lrs, strict=True):
                 g["lr"] = base * factor
-            loss, logits = train_step(self.model, x, y, self.opt, self.scaler, self.precision, self.criterion,
-                                      self.o.micro_batches)
+            with groups_of_a_partial_batch(self.model, y.shape[0], self.o.batch or y.shape[0]):
+                loss, logits = train_step(self.model, x, y, self.opt, self.scaler, self.precision, self.criterion,
+                                          self.o.micro_batches)
             self.meter.update(loss, logits, y)
             images = y.shape[0] * self.world.world_size  # every rank steps on an equal share (ShardPlan)
             epoch_images += images

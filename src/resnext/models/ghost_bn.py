@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -93,6 +96,23 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
                 self.running_mean.lerp_(torch.stack(means).mean(0), m)
                 self.running_var.lerp_(torch.stack(variances).mean(0), m)
         return y
+
+
+@contextlib.contextmanager
+def groups_of_a_partial_batch(module: nn.Module, images: int, full: int) -> Iterator[None]:
+    """Within it, a batch of ``images`` (an epoch's kept partial batch, data.keep_last_batch) splits into as
+    many BN groups as a full batch of ``full``: each GhostBatchNorm2d's group scaled by images / full, as the
+    source's 8 GPUs each took an eighth of its partial batch. ``images`` is a multiple of full / group
+    (RunPlan.last_batch_unit), so the groups are equal."""
+    layers = [m for m in module.modules() if isinstance(m, GhostBatchNorm2d)] if images != full else []
+    groups = [m.group for m in layers]
+    try:
+        for m, g in zip(layers, groups, strict=True):
+            m.group = max(1, g * images // full)
+        yield
+    finally:
+        for m, g in zip(layers, groups, strict=True):
+            m.group = g
 
 
 def convert_ghost_bn(module: nn.Module, group: int) -> nn.Module:
