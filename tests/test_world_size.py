@@ -325,3 +325,37 @@ def test_kept_last_batch_on_two_processes_equals_one(tmp_path):
     moved = max((ref[k] - start[k]).abs().max().item() for k in ref)
     dropped = max((got["dropped"][k] - ref[k]).abs().max().item() for k in ref)
     assert dropped > 0.05 * moved, (dropped, moved)
+
+
+def test_running_statistics_from_the_steps_first_group_only():
+    """model.bn_stats=first: a step of 2 micro-batches x 2 groups updates the running statistics once, from
+    the first 4 images (a BatchNorm2d fed those alone); mean (the default) takes every group's, each pass.
+    The training output is the same either way."""
+    torch.manual_seed(0)
+    bn = nn.Sequential(nn.Conv2d(3, 5, 1), nn.BatchNorm2d(5)).double()
+    x, y = torch.randn(16, 3, 3, 3, dtype=torch.float64), torch.randint(0, 5, (16,))
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    precision = Precision("fp32", "cpu", False)
+    models = {}
+    for name in ("first", "mean"):
+        model = nn.Sequential(convert_ghost_bn(copy.deepcopy(bn), 4, first_only=name == "first"), head)
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)  # statistics only: the weights stay
+        train_step(model, x, y, opt, precision.scaler(), precision, nn.CrossEntropyLoss(), micro=2)
+        models[name] = model[0][1]
+    want = copy.deepcopy(bn).train()
+    want(x[:4])
+    first = models["first"]
+    assert int(first.num_batches_tracked) == 1
+    assert torch.allclose(first.running_mean, want[1].running_mean, atol=1e-12)
+    assert torch.allclose(first.running_var, want[1].running_var, atol=1e-12)
+    assert int(models["mean"].num_batches_tracked) == 2  # one update per pass
+    assert not torch.allclose(models["mean"].running_mean, first.running_mean)
+    assert not first.frozen  # the later micro-batch's freeze is lifted after the step
+
+
+def test_bn_stats_first_without_bn_groups_is_one_line():
+    with pytest.raises(ConfigError, match="^model.bn_stats=first takes the running statistics from the first BN "
+                                          "group of a step; set model.bn_batch"):
+        from resnext.config import validate
+
+        validate(compose_config(["+recipe=resnext29_demo_digits", "model.bn_stats=first"]))

@@ -191,6 +191,7 @@ CHOICES = {
     "data.backend": ("auto", "dali_gpu", "dali_cpu", "torch", "synthetic"),
     "data.interpolation": ("bilinear", "bicubic"),
     "data.eval_crops": ("1", "10"),
+    "model.bn_stats": ("mean", "first"),
     "schedule.name": ("step", "cosine"),
     "schedule.granularity": ("step", "epoch"),
     "optim.no_decay": NO_DECAY,
@@ -280,6 +281,9 @@ def validate(cfg: DictConfig, world_size: int = 1, cuda: bool = False) -> None:
         if _get(cfg, key) < 0:
             raise ConfigError(f"{key}={_get(cfg, key)} must be >= 0 (0 = {ZERO_MEANS[key]})")
     micro_batches(cfg, world_size)  # raises ConfigError when the batch does not split
+    if m.bn_stats == "first" and not m.get("bn_batch", 0):
+        raise ConfigError("model.bn_stats=first takes the running statistics from the first BN group of a step; "
+                          "set model.bn_batch (the images per group) too, or model.bn_stats=mean")
     if m.get("bn_batch", 0) and t.sync_bn:
         raise ConfigError("model.bn_batch and trainer.sync_bn exclude each other: ghost BN fixes the images per "
                           "statistic, SyncBatchNorm spreads one statistic over all ranks")

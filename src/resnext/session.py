@@ -40,6 +40,7 @@ def model_record(cfg: DictConfig, num_classes: int) -> dict:
     rec = OmegaConf.to_container(cfg.model, resolve=True)
     rec.pop("init_from", None)
     rec.pop("bn_batch", None)  # how BN statistics are grouped in training: not the architecture
+    rec.pop("bn_stats", None)
     rec["num_classes"] = num_classes
     return rec
 
@@ -114,7 +115,7 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
         raise CheckpointError(f"{run_dir / 'checkpoints'}: checkpoint is for model {state.get('model_config')}, "
                               f"this run builds {rec}; use another run directory (hydra.run.dir=...)")
     if cfg.model.get("bn_batch", 0):
-        model = convert_ghost_bn(model, int(cfg.model.bn_batch))
+        model = convert_ghost_bn(model, int(cfg.model.bn_batch), first_only=cfg.model.bn_stats == "first")
     if t.sync_bn and world.distributed:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer(cfg.optim, model, cfg.data.batch_size)

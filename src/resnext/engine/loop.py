@@ -15,7 +15,7 @@ from torch import nn
 from ..crops import mean_over_crops
 from ..data.base import Loaders
 from ..errors import EXIT_NONFINITE, EXIT_OK, EXIT_REQUEUE, EXIT_SAVE_FAILED, SaveError
-from ..models.ghost_bn import groups_of_a_partial_batch
+from ..models.ghost_bn import groups_of_a_partial_batch, later_micro_batch
 from ..optim import prime_momentum
 from ..schedule import Schedule
 from . import checkpoint as ckpt
@@ -102,7 +102,8 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: to
         losses, outs = [], []
         for i, (xi, yi) in enumerate(zip(x.chunk(micro), y.chunk(micro), strict=True)):
             last = i == micro - 1
-            with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+            with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync(), \
+                    later_micro_batch(model) if i else contextlib.nullcontext():
                 with precision.autocast():
                     out = model(xi)
                     part = criterion(out.float(), yi)

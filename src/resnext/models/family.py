@@ -17,6 +17,7 @@ class ModelConfig:
     num_classes: int = 1000  # classifier outputs; must equal the data set's class count; 0 = from the data
     init_from: str | None = None  # weights file (ours, torchvision or timm layout) to start from
     bn_batch: int = 0  # images per batch-norm statistic in training (the paper's 32); 0 = each process's batch
+    bn_stats: str = "mean"  # BN running statistics with model.bn_batch: mean (of every group's, each pass) | first (the step's first group only: what the source's saved GPU-1 replica kept)
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ IMAGENET_INPUT = InputSpec(224, 0.875, (0.485, 0.456, 0.406), (0.229, 0.224, 0.2
 # layer's resnext.data.cifar.CIFAR_MEAN/STD are the same numbers (a test holds them together)
 CIFAR_INPUT = InputSpec(32, 1.0, tuple(v / 255 for v in (125.3, 123.0, 113.9)), tuple(v / 255 for v in (63.0, 62.1, 66.7)))
 
-NOT_ARGUMENTS = ("arch", "init_from", "bn_batch")  # config keys the constructor does not take (the caller's)
+NOT_ARGUMENTS = ("arch", "init_from", "bn_batch", "bn_stats")  # config keys the constructor does not take (the caller's)
 
 
 @dataclass(frozen=True)

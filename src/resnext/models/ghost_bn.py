@@ -57,7 +57,9 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
     The paper's 8 GPUs x 32 images compute BN over 32 images; a process holding 256 images at once
     reproduces that with ``group=32``. Evaluation, and batches of at most ``group`` images, are plain
     BN. The running statistics take one update per call with the mean of the groups' statistics
-    (what k sequential batches would give to first order). Parameter and buffer names are BatchNorm2d's,
+    (what k sequential batches would give to first order); with ``first_only`` (model.bn_stats=first) the
+    first group's alone, and none in a step's later micro-batches: one group of the step, as the source's
+    8 GPUs saved one replica's. Parameter and buffer names are BatchNorm2d's,
     so state dicts are interchangeable.
 
     Cost: the native batch-norm kernel once per group on a slice of the batch (any memory format), saving
@@ -68,22 +70,30 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
     concatenated, which inductor fuses.
     """
 
-    def __init__(self, num_features: int, group: int, **kwargs) -> None:
+    def __init__(self, num_features: int, group: int, first_only: bool = False, **kwargs) -> None:
         super().__init__(num_features, **kwargs)
         self.group = group
+        self.first_only = first_only  # model.bn_stats=first: running statistics from a step's first group only
+        self.frozen = False  # a step's later micro-batch (later_micro_batch): first_only leaves the statistics
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c = x.shape[0], x.shape[1]
-        if not self.training or n <= self.group:
+        if not self.training:
             return super().forward(x)
+        if n <= self.group:
+            if not self.frozen:
+                return super().forward(x)
+            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
         if n % self.group:
             raise ValueError(f"a batch of {n} images does not split into BN groups of {self.group}")
         k = n // self.group
-        track = self.track_running_stats
+        track = self.track_running_stats and not self.frozen
         # with momentum 1 the kernel's running-statistics update hands back each group's batch mean and
-        # unbiased variance; this layer's running statistics then take their mean with its own momentum
-        means = [self.running_mean.new_zeros(c) if track else None for _ in range(k)]
-        variances = [self.running_var.new_ones(c) if track else None for _ in range(k)]
+        # unbiased variance; this layer's running statistics then take their mean (or the first group's) with
+        # its own momentum
+        kept = (1 if self.first_only else k) if track else 0
+        means = [self.running_mean.new_zeros(c) if i < kept else None for i in range(k)]
+        variances = [self.running_var.new_ones(c) if i < kept else None for i in range(k)]
         if torch.compiler.is_compiling() or self.weight is None:
             y = torch.cat([F.batch_norm(part, means[i], variances[i], self.weight, self.bias, True, 1.0, self.eps)
                            for i, part in enumerate(x.chunk(k))])
@@ -93,9 +103,23 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                self.running_mean.lerp_(torch.stack(means).mean(0), m)
-                self.running_var.lerp_(torch.stack(variances).mean(0), m)
+                self.running_mean.lerp_(torch.stack(means[:kept]).mean(0), m)
+                self.running_var.lerp_(torch.stack(variances[:kept]).mean(0), m)
         return y
+
+
+@contextlib.contextmanager
+def later_micro_batch(module: nn.Module) -> Iterator[None]:
+    """Within it (a step's second and later micro-batches), the GhostBatchNorm2d layers that take their running
+    statistics from a step's first group only (model.bn_stats=first) leave them as they are."""
+    layers = [m for m in module.modules() if isinstance(m, GhostBatchNorm2d) and m.first_only]
+    try:
+        for m in layers:
+            m.frozen = True
+        yield
+    finally:
+        for m in layers:
+            m.frozen = False
 
 
 @contextlib.contextmanager
@@ -115,16 +139,17 @@ def groups_of_a_partial_batch(module: nn.Module, images: int, full: int) -> Iter
             m.group = g
 
 
-def convert_ghost_bn(module: nn.Module, group: int) -> nn.Module:
-    """Replace every BatchNorm2d in ``module`` by a GhostBatchNorm2d over ``group`` images, keeping its
-    parameters, buffers, device and dtype; returns the module (changed in place below the top)."""
+def convert_ghost_bn(module: nn.Module, group: int, first_only: bool = False) -> nn.Module:
+    """Replace every BatchNorm2d in ``module`` by a GhostBatchNorm2d over ``group`` images (its running
+    statistics from the first group only with ``first_only``), keeping its parameters, buffers, device and
+    dtype; returns the module (changed in place below the top)."""
     if type(module) is nn.BatchNorm2d and module.affine:
-        ghost = GhostBatchNorm2d(module.num_features, group, eps=module.eps, momentum=module.momentum,
+        ghost = GhostBatchNorm2d(module.num_features, group, first_only, eps=module.eps, momentum=module.momentum,
                                  affine=module.affine, track_running_stats=module.track_running_stats,
                                  device=module.weight.device, dtype=module.weight.dtype)
         ghost.load_state_dict(module.state_dict())
         ghost.train(module.training)
         return ghost
     for name, child in module.named_children():
-        setattr(module, name, convert_ghost_bn(child, group))
+        setattr(module, name, convert_ghost_bn(child, group, first_only))
     return module
