@@ -6,6 +6,7 @@ import copy
 import importlib.util
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -200,15 +201,27 @@ def test_export_bad_input_one_line(tmp_path, tiny_run, capsys):
         assert res.stderr.startswith("error: ") and expect in res.stderr and len(res.stderr.strip().splitlines()) == 1
     (tmp_path / "junk.pth").write_bytes(b"junk")
     (tmp_path / "not_a_run").mkdir()
+    (tmp_path / "outside.txt").write_text("keep")
+    (tmp_path / "link.pt").symlink_to(tmp_path / "outside.txt")
     for argv, expect in [([str(run)], "the following arguments are required: --format"),
                          ([str(tmp_path / "not_a_run"), "--format", "torchscript"], "not a run directory"),
                          ([str(tmp_path / "junk.pth"), "--format", "torchscript"], "junk.pth: "),
                          ([str(run), "--format", "torchscript", "--image-size", "0"], "--image-size 0: must be"),
-                         ([str(run), "--format", "torchscript", "--out", str(tmp_path)], "is a directory")]:
+                         ([str(run), "--format", "torchscript", "--out", str(tmp_path)], "is a directory"),
+                         # outputs that cannot be written: checked before the model is loaded or traced
+                         ([str(run), "--format", "torchscript", "--out", "/proc/m.pt"],
+                          "--out /proc/m.pt: its folder /proc is not writable"),
+                         ([str(run), "--format", "torchscript", "--out", "/proc/no/m.pt"],
+                          "--out /proc/no/m.pt: its folder /proc/no cannot be created in /proc"),
+                         ([str(run), "--format", "onnx", "--out", str(tmp_path / "junk.pth" / "m.onnx")],
+                          "its folder " + str(tmp_path / "junk.pth") + " is a file"),
+                         ([str(run), "--format", "torchscript", "--out", str(tmp_path / "link.pt")],
+                          "link.pt is a symbolic link")]:
         with pytest.raises(SystemExit) as exit_info:
             export.main(argv)
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and expect in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert (tmp_path / "outside.txt").read_text() == "keep" and not Path("/proc/no").exists()
 
 
 # ---------------------------------------------------------------- torch.hub

@@ -311,7 +311,9 @@ def test_bad_input_one_line_exit_2(tmp_path):
              ([good, tmp_path / "no_runs"], "no_runs: not a run directory"),
              ([tmp_path / "garbage"], "garbage/config.yaml: unreadable"),
              ([tmp_path / "notarun"], "notarun/config.yaml: not a run's config"),
-             ([good, "--out", tmp_path / "a_file.txt"], "--out " + str(tmp_path / "a_file.txt") + ": is a file")]
+             ([good, "--out", tmp_path / "a_file.txt"], "--out " + str(tmp_path / "a_file.txt") + ": is a file"),
+             ([good, "--out", "/proc/report"], "--out /proc/report cannot be created in /proc"),
+             ([good, "--out", tmp_path / "a_file.txt" / "sub"], "a_file.txt is a file, so the folder cannot be created")]
     for args, expect in cases:
         res = report_cli(*args, "--out", tmp_path / "out") if "--out" not in args else report_cli(*args)
         assert res.returncode == 2, (args, res.stderr)

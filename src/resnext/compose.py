@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import itertools
 import os
-import tempfile
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from .config import register, validate
-from .errors import ConfigError, fail
+from .errors import ConfigError, UserError, fail
+from .outputs import check_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = ROOT / "conf"
@@ -145,24 +145,11 @@ def run_dir_of(overrides: list[str]) -> Path:
 
 
 def check_run_dir(run_dir: Path) -> None:
-    """ConfigError unless ``run_dir`` is, or can become, a writable folder (checked without creating it)."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"hydra.run.dir={run_dir} is a file; give a folder for the run (it is created if missing)")
-    existing = run_dir
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(f"hydra.run.dir={run_dir}: {existing} is a file, so the folder cannot be created")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        what = "is not writable" if existing == run_dir else f"cannot be created ({existing} is not writable)"
-        raise ConfigError(f"hydra.run.dir={run_dir} {what}; give a folder you can write to")
-    if existing == run_dir:  # root passes os.access on a read-only mount: try for real
-        try:
-            with tempfile.TemporaryFile(dir=run_dir):
-                pass
-        except OSError as e:
-            raise ConfigError(f"hydra.run.dir={run_dir} is not writable ({e.strerror}); "
-                              "give a folder you can write to") from None
+    """ConfigError unless ``run_dir`` is, or can become, a writable folder (tried without leaving a trace)."""
+    try:
+        check_folder(run_dir, f"hydra.run.dir={run_dir}")
+    except UserError as e:
+        raise ConfigError(str(e)) from None
 
 
 #: Hydra's flags that print something and train nothing (``--cfg job``, ``--help``, ...): no precheck then.

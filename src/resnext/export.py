@@ -27,6 +27,7 @@ from torch import nn
 
 from .errors import EXIT_CHECK_FAILED, OneLineParser, UserError, fail
 from .loading import CHECKPOINTS, description, load_model
+from .outputs import check_file
 
 FORMATS = {"torchscript": ".ts", "onnx": ".onnx"}  # format -> file suffix
 EXPORT_BATCH, CHECK_BATCH = 2, 3  # exported with one batch size, checked with another
@@ -123,15 +124,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    out = args.out or default_out(Path(args.weights), args.format, args.fp16)
     try:
+        if out.is_dir():
+            raise UserError(f"--out {out} is a directory; give a file path such as "
+                            f"{out / ('model' + FORMATS[args.format])}")
+        check_file(out, f"--out {out}")  # before any work: a folder that cannot be written, /proc, a link
         loaded = load_model(args.weights, args.arch, args.checkpoint)
+        out.parent.mkdir(parents=True, exist_ok=True)
     except UserError as e:
         fail(str(e))
-    out = args.out or default_out(Path(args.weights), args.format, args.fp16)
-    if out.is_dir():
-        fail(f"--out {out} is a directory; give a file path such as {out / ('model' + FORMATS[args.format])}")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         fail(f"--out {out}: cannot create its folder ({e.strerror})")
 

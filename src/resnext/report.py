@@ -31,6 +31,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import EXIT_USER_ERROR, UserError, reports_user_errors
+from .outputs import check_folder
 from .report_runs import Run, find_runs, flat_settings  # noqa: F401  (re-exported: the report's public names)
 
 #: report.csv's columns (report.md shows them too, epochs as done/planned and without the path).
@@ -224,9 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: ./report)")
     args = ap.parse_args(argv)
     try:
-        runs = find_runs(args.runs)
         if args.out.exists() and not args.out.is_dir():
             raise UserError(f"--out {args.out}: is a file; expected a folder to write the report in")
+        check_folder(args.out, f"--out {args.out}")  # before any run is read: /proc, a read-only mount
+        runs = find_runs(args.runs)
         try:
             args.out.mkdir(parents=True, exist_ok=True)
             table, written = write_report(runs, args.out)
