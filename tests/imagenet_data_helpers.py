@@ -144,3 +144,16 @@ def lua_ten_crop(img: torch.Tensor, size: int) -> list[torch.Tensor]:
         out.append(im[:, h1:h1 + size, w1:w1 + size])
         out += [im[:, 0:size, 0:size], im[:, 0:size, w - size:w], im[:, h - size:h, 0:size], im[:, h - size:h, w - size:w]]
     return out
+
+
+def huge_jpeg(data: bytes, side: int = 30_000) -> bytes:
+    """A JPEG whose frame header (SOF) claims ``side`` x ``side`` pixels, the rest of it unchanged: what a
+    decompression bomb looks like to every decoder before it allocates."""
+    i = 2
+    while i + 9 < len(data):
+        marker = data[i + 1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            dims = side.to_bytes(2, "big") * 2
+            return data[:i + 5] + dims + data[i + 9:]
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    raise ValueError("no frame header")

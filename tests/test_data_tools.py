@@ -6,6 +6,7 @@ import shutil
 import subprocess
 
 import pytest
+from imagenet_data_helpers import huge_jpeg
 from PIL import Image
 from runs import PY, ROOT, env, train
 
@@ -64,6 +65,8 @@ def test_verify_clean_then_finds_planted_problems(fake, tmp_path, capsys):
     Image.new("RGB", (16, 16), (1, 2, 3)).save(png, format="PNG")
     cmyk = cls[2] / "cmyk.JPEG"
     Image.new("CMYK", (16, 16), (0, 50, 100, 0)).save(cmyk, format="JPEG")
+    bomb = cls[2] / "bomb.JPEG"
+    bomb.write_bytes(huge_jpeg(sorted(cls[2].iterdir())[0].read_bytes()))
     (root / "val" / "extra_class").mkdir()
     code, out, _ = tool(capsys, "verify", root, "--workers", "1")
     assert code == 1
@@ -72,10 +75,12 @@ def test_verify_clean_then_finds_planted_problems(fake, tmp_path, capsys):
         f"problem: {corrupt}: not decodable (OSError)",
         f"problem: {png}: PNG data in a .JPEG file",
         f"problem: {cmyk}: CMYK JPEG (decoders expect RGB or grayscale)",
+        f"problem: {bomb}: too large an image to decode (30000x30000 pixels, more than the 178,956,970 PIL allows: "
+        "a decompression bomb?)",
         f"problem: {root / 'val' / 'extra_class'}: empty class folder",
         f"problem: {root}: class mismatch: only in train [], only in val ['extra_class']",
     ])
-    assert "5 problem(s)" in out
+    assert "6 problem(s)" in out
 
 
 def test_verify_finds_a_truncated_tail_with_workers(fake, tmp_path, capsys):

@@ -208,6 +208,8 @@ def test_export_bad_input_one_line(tmp_path, tiny_run, capsys):
                          ([str(tmp_path / "junk.pth"), "--format", "torchscript"], "junk.pth: "),
                          ([str(run), "--format", "torchscript", "--image-size", "0"], "--image-size 0: must be"),
                          ([str(run), "--format", "torchscript", "--out", str(tmp_path)], "is a directory"),
+                         ([str(run), "--format", "torchscript", "--image-size", "100000"],
+                          "--image-size 100000: a forward of 5 image(s) at 100000x100000 needs about"),
                          # outputs that cannot be written: checked before the model is loaded or traced
                          ([str(run), "--format", "torchscript", "--out", "/proc/m.pt"],
                           "--out /proc/m.pt: its folder /proc is not writable"),

@@ -14,6 +14,7 @@ from imagenet_data_helpers import (
     cfg,
     coordinate_folder,
     crop_boxes,
+    huge_jpeg,
     ids,
     index_folder,
     photo_folder,
@@ -258,7 +259,8 @@ def test_unusable_backends_are_one_line(index_root, backend, expect):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("damage,expect", [(lambda b: b[:300], "not decodable"), (lambda b: b"GIF89a" + b, "")])
+@pytest.mark.parametrize("damage,expect", [(lambda b: b[:300], "not decodable"), (lambda b: b"GIF89a" + b, ""),
+                                           (huge_jpeg, "too large an image to decode")])
 def test_bad_file_is_named_in_one_line(index_root, tmp_path, backend, damage, expect):
     root = tmp_path / "r"
     shutil.copytree(index_root, root)

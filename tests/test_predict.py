@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from imagenet_data_helpers import huge_jpeg
 from inference_helpers import (
     CIFAR10_NAMES,
     TINY_MODEL,
@@ -125,8 +126,12 @@ def test_bad_input_is_one_line(tmp_path, images, resnet50_file, capsys):
     (tmp_path / "junk.jpg").write_bytes(b"not a jpeg")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     (tmp_path / "empty_run").mkdir()
+    (tmp_path / "bomb.jpg").write_bytes(huge_jpeg(images[0].read_bytes()))  # 30,000 x 30,000 by its header
     run, img = str(tmp_path / "run"), str(images[0])
     cases = [
+        ([run, str(tmp_path / "bomb.jpg")], "bomb.jpg: too large an image to decode (Image size (900000000 pixels)"),
+        ([run, img, "--image-size", "100000"], "--image-size 100000: a forward of 1 image(s) at 100000x100000 "
+                                               "needs about"),
         ([run, str(tmp_path / "missing.jpg")], "missing.jpg: no such image file"),
         ([run, str(tmp_path / "junk.jpg")], "junk.jpg: not a readable image"),
         ([str(tmp_path / "nothing"), img], "nothing: no such weights file or run directory"),

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .errors import EXIT_CHECK_FAILED, OneLineParser, UserError, fail
+from .footprint import check_size
 from .loading import CHECKPOINTS, description, load_model
 from .outputs import check_file
 
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
                             f"{out / ('model' + FORMATS[args.format])}")
         check_file(out, f"--out {out}")  # before any work: a folder that cannot be written, /proc, a link
         loaded = load_model(args.weights, args.arch, args.checkpoint)
+        if args.image_size is not None:  # traced and checked at that size: one line where memory cannot hold it
+            check_size(loaded.model, args.image_size, EXPORT_BATCH + CHECK_BATCH, "--image-size")
         out.parent.mkdir(parents=True, exist_ok=True)
     except UserError as e:
         fail(str(e))

@@ -22,6 +22,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from .errors import OneLineParser, UserError, fail
+from .footprint import check_size
 from .loading import CHECKPOINTS, Loaded, Preprocessing, class_names, load_model
 
 
@@ -36,8 +37,10 @@ def read_image(path: str, tf: T.Compose) -> torch.Tensor:
     if not Path(path).is_file():
         raise UserError(f"{path}: no such image file")
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as im:  # more pixels than PIL's bomb limit: DecompressionBombError, before decoding
             return tf(im.convert("RGB")).unsqueeze(0)
+    except Image.DecompressionBombError as e:
+        raise UserError(f"{path}: too large an image to decode ({e}); downscale it first") from None
     except OSError as e:  # PIL's UnidentifiedImageError and truncated files are OSErrors
         raise UserError(f"{path}: not a readable image ({type(e).__name__})") from None
 
@@ -74,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"--image-size {args.image_size}: must be at least 1")
     try:
         loaded = load_model(args.weights, args.arch, args.checkpoint)
+        if args.image_size is not None:  # a side the memory cannot hold: one line, not the kernel's kill
+            check_size(loaded.model, args.image_size, 1, "--image-size")
         results = predict(loaded, args.images, args.topk, args.image_size)
         names = class_names(loaded)
     except UserError as e:

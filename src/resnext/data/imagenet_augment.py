@@ -132,15 +132,26 @@ def _jpeg_size(head: bytes) -> tuple[int, int] | None:
     return None
 
 
+#: Pixels an image may have: PIL's decompression-bomb limit (twice Image.MAX_IMAGE_PIXELS, 13,377^2), for
+#: every decoder (DALI's too), so a crafted or runaway file is one named bad file, not a machine out of memory.
+MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+
+
 def image_size(data) -> tuple[int, int]:
     """(width, height) of an encoded image (bytes or a uint8 array): JPEG headers read directly, any
-    other format through PIL. Raises ValueError when the data is not an image."""
+    other format through PIL. Raises ValueError when the data is not an image, or one of more than
+    MAX_PIXELS pixels."""
     head = bytes(data[:65536])
     size = _jpeg_size(head) if head[:2] == b"\xff\xd8" else None
-    if size and size[0] > 0 and size[1] > 0:
-        return size
-    try:
-        with Image.open(io.BytesIO(memoryview(data))) as im:
-            return im.size
-    except Exception as e:  # PIL raises many types for bad data
-        raise ValueError(f"not an image ({type(e).__name__})") from None
+    if not (size and size[0] > 0 and size[1] > 0):
+        try:
+            with Image.open(io.BytesIO(memoryview(data))) as im:
+                size = im.size
+        except Image.DecompressionBombError as e:
+            raise ValueError(f"too large an image to decode ({e})") from None
+        except Exception as e:  # PIL raises many types for bad data
+            raise ValueError(f"not an image ({type(e).__name__})") from None
+    if size[0] * size[1] > MAX_PIXELS:
+        raise ValueError(f"too large an image to decode ({size[0]}x{size[1]} pixels, more than the "
+                         f"{MAX_PIXELS:,} PIL allows: a decompression bomb?)")
+    return size

@@ -9,6 +9,7 @@ from typing import Protocol
 from PIL import Image
 
 from ..errors import DataError
+from .imagenet_augment import image_size
 
 VERIFY_HINT = "run `python -m resnext.data verify ROOT` to list every such file"
 
@@ -67,12 +68,15 @@ def content_problem(data: bytes, name: str) -> str | None:
             return f"PNG data in a {suffix} file"
         elif not head.startswith(b"\xff\xd8"):
             return "not a JPEG file"
+        image_size(data)  # more pixels than any decoder here takes: "too large an image", before decoding
         with Image.open(io.BytesIO(data)) as im:
             mode = im.mode
             im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))  # JPEG: decode at 1/8 scale
             im.load()  # still reads every entropy-coded block: truncation and broken streams raise
         if mode == "CMYK":
             return "CMYK JPEG (decoders expect RGB or grayscale)"
+    except ValueError as e:  # image_size's: not an image, or too large a one
+        return str(e)
     except Exception as e:  # any decoding failure is a finding, not a crash
         return f"not decodable ({type(e).__name__})"
     return None
