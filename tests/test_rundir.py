@@ -255,6 +255,21 @@ def test_rejected_values_write_nothing(tmp_path, overrides, expect):
     assert not d.exists()  # no empty run directory left behind
 
 
+def test_an_image_side_memory_cannot_hold_is_one_line(tmp_path):
+    """data.image_size=100000 on a JPEG folder: refused from the model's estimated forward, before a loader
+    decodes anything (the kernel killed the process before: exit 137); the run directory is not left behind."""
+    from resnext.data.tools import make_fake
+
+    make_fake(tmp_path / "fk", 2, 2, 1, (40, 30))
+    d = tmp_path / "run"
+    res = train(d, "data=imagenet", f"data.root={tmp_path / 'fk'}", "data.backend=torch", "model.num_classes=0",
+                "data.batch_size=4", "data.image_size=100000", "data.val_resize=100000", "data.val_crop=100000")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert res.stderr.startswith("error: data.image_size=100000: a forward of 4 image(s) at 100000x100000 needs "
+                                 "about"), res.stderr
+    assert not d.exists()
+
+
 def test_unusable_run_directories_are_refused_before_hydra(tmp_path):
     afile = tmp_path / "file"
     afile.write_text("x")

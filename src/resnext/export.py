@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         check_file(out, f"--out {out}")  # before any work: a folder that cannot be written, /proc, a link
         loaded = load_model(args.weights, args.arch, args.checkpoint)
         if args.image_size is not None:  # traced and checked at that size: one line where memory cannot hold it
-            check_size(loaded.model, args.image_size, EXPORT_BATCH + CHECK_BATCH, "--image-size")
+            check_size(loaded.model, args.image_size, EXPORT_BATCH + CHECK_BATCH, f"--image-size {args.image_size}")
         out.parent.mkdir(parents=True, exist_ok=True)
     except UserError as e:
         fail(str(e))

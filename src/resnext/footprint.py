@@ -57,10 +57,12 @@ def forward_bytes(model: nn.Module, size: int, batch: int = 1, dtype: torch.dtyp
     return ALIVE * largest * per_element * batch * size * size // (PROBE * PROBE) + 3 * per_element * batch * size * size
 
 
-def check_size(model: nn.Module, size: int, batch: int, flag: str, dtype: torch.dtype = torch.float32,
+def check_size(model: nn.Module, size: int, batch: int, name: str, dtype: torch.dtype = torch.float32,
                device: torch.device | None = None) -> None:
-    """UserError (one line naming ``flag``) where ``batch`` images of ``size`` would not fit in memory."""
+    """UserError (one line starting with ``name``, "--image-size 512" or "data.image_size=512") where a
+    forward of ``batch`` images of ``size`` would not fit in memory (training needs more: this bound only
+    refuses what cannot work at all)."""
     need, have = forward_bytes(model, size, batch, dtype), available_bytes(device)
     if need > have:
-        raise UserError(f"{flag} {size}: a forward of {batch} image(s) at {size}x{size} needs about "
+        raise UserError(f"{name}: a forward of {batch} image(s) at {size}x{size} needs about "
                         f"{need / 2**30:.1f} GiB, more than the {have / 2**30:.1f} GiB available; give a smaller size")

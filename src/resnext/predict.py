@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         loaded = load_model(args.weights, args.arch, args.checkpoint)
         if args.image_size is not None:  # a side the memory cannot hold: one line, not the kernel's kill
-            check_size(loaded.model, args.image_size, 1, "--image-size")
+            check_size(loaded.model, args.image_size, 1, f"--image-size {args.image_size}")
         results = predict(loaded, args.images, args.topk, args.image_size)
         names = class_names(loaded)
     except UserError as e:

@@ -27,6 +27,7 @@ from .engine.rundir import (
     write_text_atomic,
 )
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, CheckpointError, ConfigError, UserError
+from .footprint import check_size
 from .models import build_model
 from .models.complexity import measure
 from .models.ghost_bn import convert_ghost_bn
@@ -114,6 +115,11 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
     if state is not None and not built_alike(state.get("model_config"), rec):
         raise CheckpointError(f"{run_dir / 'checkpoints'}: checkpoint is for model {state.get('model_config')}, "
                               f"this run builds {rec}; use another run directory (hydra.run.dir=...)")
+    d = cfg.data
+    synthetic = d.dataset == "synthetic" or d.backend == "synthetic"
+    for key in ("data.synthetic_size",) if synthetic else ("data.image_size", "data.val_resize"):
+        size = int(OmegaConf.select(cfg, key))  # a side memory cannot hold: one line, not the kernel's kill
+        check_size(model, size, plan.micro_batch, f"{key}={size}", precision.input_dtype, world.device)
     if cfg.model.get("bn_batch", 0):
         model = convert_ghost_bn(model, int(cfg.model.bn_batch), first_only=cfg.model.bn_stats == "first")
     if t.sync_bn and world.distributed:
