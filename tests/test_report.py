@@ -333,3 +333,31 @@ def test_params_of_a_from_data_run_are_the_ones_the_trainer_measured(tmp_path):
                             "data": {"dataset": "imagenet", "image_size": 64}})
     run = Run(tmp_path, cfg, [{"kind": "start", "params": 11_181_642, "macs": 148_000_000}])
     assert complexity(run) == (11.181642, 0.148)
+
+
+def test_metrics_of_the_wrong_type_are_named_and_skipped(tmp_path):
+    """A record whose fields the report reads have other types (status 5, an error as a string) is skipped
+    and named by file and line; the run's good records still count; with nothing usable at all, exit 2."""
+    good = write_run(tmp_path / "good", ["+recipe=resnext29_demo_digits"],
+                     [start(1), epoch(0, val=20.0, top5=1.0), end(2, "finished")])
+    bad = write_run(tmp_path / "bad", ["+recipe=resnext29_demo_digits", "trainer.seed=1"],
+                    [start(1), epoch(0, val="20", top5=1.0), end(2, 5), "[1, 2]\n", {"kind": 3},
+                     epoch(1, val=30.0, top5=True), "{cut by a kill"])
+    res = report_cli(good, bad, "--out", tmp_path / "out")
+    assert res.returncode == 0, res.stderr
+    metrics = bad / "metrics.jsonl"
+    assert res.stderr.splitlines() == [
+        f"warning: {metrics}:2: epoch field 'val_top1_err' is '20', expected a number; skipped",
+        f"warning: {metrics}:3: end field 'status' is 5, expected a string; skipped",
+        f"warning: {metrics}:4: a list, not a record; skipped",
+        f"warning: {metrics}:5: kind 3 is not a string; skipped",
+        f"warning: {metrics}:6: epoch field 'val_top5_err' is True, expected a number; skipped"]
+    rows = {r["path"]: r for r in csv_rows(tmp_path / "out").values()}
+    assert rows[str(good)]["status"] == "finished" and rows[str(good)]["final_top1"] == "20.0"
+    assert rows[str(bad)]["status"] == "running-or-stopped" and rows[str(bad)]["final_top1"] == ""  # not "5", "20"
+    only_bad = write_run(tmp_path / "only_bad", ["+recipe=resnext29_demo_digits"], [end(2, 5)])
+    res = report_cli(only_bad, "--out", tmp_path / "out2")
+    assert res.returncode == 2 and res.stderr.splitlines()[-1] == (
+        f"error: nothing to report: every metrics record is unusable (first: {only_bad / 'metrics.jsonl'}:1: "
+        "end field 'status' is 5, expected a string; skipped)")
+    assert not (tmp_path / "out2").exists()

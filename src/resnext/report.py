@@ -85,6 +85,9 @@ def complexity(run: Run) -> tuple[float | None, float | None]:
         return None, None
 
 
+MAX_WARNINGS = 10  # unusable metrics records named one by one; the rest counted
+
+
 def status(run: Run) -> str:
     """finished / preempted / failed (an end record after the last start), running-or-stopped, no metrics."""
     if not run.has_metrics:
@@ -228,7 +231,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.out.exists() and not args.out.is_dir():
             raise UserError(f"--out {args.out}: is a file; expected a folder to write the report in")
         check_folder(args.out, f"--out {args.out}")  # before any run is read: /proc, a read-only mount
-        runs = find_runs(args.runs)
+        skipped: list[str] = []
+        runs = find_runs(args.runs, skipped.append)
+        for line in skipped[:MAX_WARNINGS]:
+            print(f"warning: {line}", file=sys.stderr)
+        if len(skipped) > MAX_WARNINGS:
+            print(f"warning: {len(skipped) - MAX_WARNINGS} more unusable metrics record(s) skipped", file=sys.stderr)
+        if skipped and not any(r.has_metrics for r in runs):
+            raise UserError(f"nothing to report: every metrics record is unusable (first: {skipped[0]})")
         try:
             args.out.mkdir(parents=True, exist_ok=True)
             table, written = write_report(runs, args.out)

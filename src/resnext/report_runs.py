@@ -41,8 +41,9 @@ class Run:
         return OmegaConf.select(self.cfg, key, default=None)
 
 
-def find_runs(paths: list[str]) -> list[Run]:
-    """The run directories named, or found below the named folders; UserError on bad input."""
+def find_runs(paths: list[str], warn=None) -> list[Run]:
+    """The run directories named, or found below the named folders; UserError on bad input. Unusable
+    metrics records are named to ``warn``."""
     runs: list[Run] = []
     for arg in paths:
         p = Path(arg)
@@ -56,7 +57,7 @@ def find_runs(paths: list[str]) -> list[Run]:
         if not found:
             raise UserError(f"{p}: not a run directory and holds none (no config.yaml in it or up to "
                               f"{MAX_DEPTH} levels below); expected a run directory or a folder of them")
-        runs += [load_run(d) for d in found if all(d.resolve() != r.path.resolve() for r in runs)]
+        runs += [load_run(d, warn) for d in found if all(d.resolve() != r.path.resolve() for r in runs)]
     assign_labels(runs)
     return runs
 
@@ -74,19 +75,56 @@ def _walk(d: Path, depth: int) -> list[Path]:
     return [r for c in subdirs for r in _walk(c, depth + 1)]
 
 
-def load_run(d: Path) -> Run:
-    """A run directory's config and metrics records (lines cut by a kill are skipped)."""
+NUMBER, TEXT, INTEGER = "a number", "a string", "an integer"
+#: The metrics fields the report reads, by record kind, with the type each must have (None is allowed:
+#: an epoch without evaluation has no val errors). A record that breaks this is skipped and named.
+FIELDS = {
+    "epoch": {"epoch": INTEGER, "step": INTEGER, "train_loss": NUMBER, "train_top1_err": NUMBER,
+              "val_top1_err": NUMBER, "val_top5_err": NUMBER, "images_per_s": NUMBER, "wall_time": NUMBER,
+              "time": NUMBER},
+    "start": {"world_size": INTEGER, "precision": TEXT, "params": NUMBER, "macs": NUMBER, "time": NUMBER},
+    "end": {"status": TEXT, "time": NUMBER},
+}
+
+
+def record_problem(rec) -> str | None:
+    """Why a metrics record cannot be used (a field the report reads has the wrong type), or None."""
+    if not isinstance(rec, dict):
+        return f"a {type(rec).__name__}, not a record"
+    if not isinstance(rec.get("kind"), str):
+        return f"kind {rec.get('kind')!r} is not a string"
+    for key, want in FIELDS.get(rec["kind"], {}).items():
+        v = rec.get(key)
+        if v is None:
+            continue
+        ok = (isinstance(v, str) if want == TEXT else
+              isinstance(v, int) and not isinstance(v, bool) if want == INTEGER else
+              isinstance(v, (int, float)) and not isinstance(v, bool))
+        if not ok:
+            return f"{rec['kind']} field {key!r} is {v!r}, expected {want}"
+    return None
+
+
+def load_run(d: Path, warn=None) -> Run:
+    """A run directory's config and metrics records. A line cut by a kill (the last) is skipped quietly; a
+    record the report cannot use is skipped and named to ``warn`` ("FILE:LINE: why")."""
     cfg = read_config(d / CONFIG)
     records = []
     metrics = d / "metrics.jsonl"
     if metrics.is_file():
-        for line in metrics.read_text(errors="replace").splitlines():
+        lines = metrics.read_text(errors="replace").splitlines()
+        for number, line in enumerate(lines, 1):
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
+                if number < len(lines) and warn is not None:  # only the last line can be cut by a kill
+                    warn(f"{metrics}:{number}: not a JSON record; skipped")
                 continue
-            if isinstance(rec, dict):
+            why = record_problem(rec)
+            if why is None:
                 records.append(rec)
+            elif warn is not None:
+                warn(f"{metrics}:{number}: {why}; skipped")
     return Run(d, cfg, records, has_metrics=bool(records))
 
 
