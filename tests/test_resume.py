@@ -100,8 +100,8 @@ def test_truncated_newest_falls_back_to_previous(tmp_path):
     data = (tmp_path / ckpt.LAST).read_bytes()
     (tmp_path / ckpt.LAST).write_bytes(data[: len(data) // 2])
     warnings = []
-    state = ckpt.load_latest(tmp_path, warnings.append)
-    assert int(state["n"]) == 1
+    state, corrupt = ckpt.load_latest(tmp_path, warnings.append)
+    assert int(state["n"]) == 1 and corrupt == tmp_path / ckpt.LAST
     assert len(warnings) == 1 and "falling back to" in warnings[0] and "\n" not in warnings[0]
 
 

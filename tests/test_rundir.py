@@ -121,11 +121,31 @@ def test_corrupt_last_is_moved_aside_so_the_good_previous_survives(tmp_path):
     ckpt.atomic_save({"n": torch.tensor(2)}, d / ckpt.LAST, keep_previous=True)
     (d / ckpt.LAST).write_bytes(b"cut short")
     warnings = []
-    state = ckpt.load_latest(d, warnings.append)
-    assert int(state["n"]) == 1 and "moved aside to last.pt.corrupt-" in warnings[0]
+    state, corrupt = ckpt.load_latest(d, warnings.append)
+    assert int(state["n"]) == 1 and "falling back to" in warnings[0] and corrupt == d / ckpt.LAST
+    assert (d / ckpt.LAST).read_bytes() == b"cut short"  # loading changes nothing
+    assert ckpt.move_aside(corrupt).name.startswith("last.pt.corrupt-")
     assert not (d / ckpt.LAST).exists() and len(list(d.glob("last.pt.corrupt-*"))) == 1
     ckpt.atomic_save({"n": torch.tensor(3)}, d / ckpt.LAST, keep_previous=True)  # the next rotation
     assert int(torch.load(d / ckpt.PREVIOUS, weights_only=True)["n"]) == 1  # the good one, not the junk
+
+
+def test_a_refused_start_leaves_a_corrupt_last_where_it_is(tmp_path):
+    """A start that falls back from an unloadable last.pt to last.prev.pt and is then refused (exit 2: a
+    changed lr not accepted) changes nothing in the run directory; the start that goes on moves it aside."""
+    d = tmp_path / "run"
+    first = ["trainer.epochs=2", "trainer.max_steps_per_epoch=2"]
+    assert train(d, *first).returncode == 0
+    ck = d / "checkpoints"
+    (ck / "last.pt").write_bytes(b"cut short")
+    before = sorted((p.relative_to(d), p.stat().st_mtime_ns) for p in d.rglob("*"))
+    res = train(d, "trainer.epochs=3", "trainer.max_steps_per_epoch=2", "optim.lr=0.5")
+    assert res.returncode == 2 and "optim.lr" in res.stderr.splitlines()[-1], res.stderr
+    assert sorted((p.relative_to(d), p.stat().st_mtime_ns) for p in d.rglob("*")) == before
+    res = train(d, "trainer.epochs=3", "trainer.max_steps_per_epoch=2")
+    assert res.returncode == 0, res.stderr
+    assert "last.pt moved aside to last.pt.corrupt-" in res.stderr
+    assert len(list(ck.glob("last.pt.corrupt-*"))) == 1 and (ck / "last.pt").stat().st_size > 1000
 
 
 def test_failed_save_is_one_line_exit_4_and_keeps_the_previous(tmp_path, monkeypatch, capsys):

@@ -91,10 +91,17 @@ def write_config(cfg: DictConfig, run_dir: Path) -> None:
     write_text_atomic(run_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
 
 
-def load_state(run_dir: Path, world: World) -> dict | None:
-    """The run directory's latest loadable checkpoint (None for a new run); rank 0 moves a corrupt one aside."""
+def load_state(run_dir: Path, world: World) -> tuple[dict | None, Path | None]:
+    """(the run directory's latest loadable checkpoint, None for a new run; an unloadable last.pt it fell
+    back from, for rank 0 to move aside once the start goes on)."""
     warn = (lambda m: print(m, file=sys.stderr, flush=True)) if world.is_main else (lambda m: None)
-    return ckpt.load_latest(run_dir / "checkpoints", warn, move_aside=world.is_main)
+    return ckpt.load_latest(run_dir / "checkpoints", warn)
+
+
+def set_aside(corrupt: Path | None, world: World) -> None:
+    """Rank 0 renames the unloadable last.pt a start fell back from (the start goes on: it may change things)."""
+    if corrupt is not None and world.is_main:
+        print(f"  {corrupt.name} moved aside to {ckpt.move_aside(corrupt).name}", file=sys.stderr, flush=True)
 
 
 def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None,
@@ -146,8 +153,9 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
 
 def build(cfg: DictConfig, world: World, run_dir: Path) -> Trainer:
     """The Trainer of a run directory (resumed from its checkpoint if it has one), its log open on rank 0."""
-    state = load_state(run_dir, world)
+    state, corrupt = load_state(run_dir, world)
     parts, opts, _ = build_parts(cfg, world, run_dir, state, RunPlan.of(cfg, world.world_size))
+    set_aside(corrupt, world)
     log = RunLog(run_dir, enabled=world.is_main, progress=cfg.trainer.progress,
                  resume_step=state["progress"]["global_step"] if state else 0)
     return Trainer(parts, world, run_dir, log, opts, resume=state)
@@ -247,7 +255,7 @@ def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock) -> int:
             refuse_links(run_dir)  # before the lock file is opened
         _lock(lock, world)
         saved = saved_config(run_dir)
-        state = load_state(run_dir, world)
+        state, corrupt = load_state(run_dir, world)
         # a resume is refused, or found finished, before any data is scanned or any model built
         classes = (state.get("model_config") or {}).get("num_classes") if state is not None else None
         worlds = (int(state.get("world_size", world.world_size)), world.world_size) if state is not None else None
@@ -270,6 +278,7 @@ def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock) -> int:
         return EXIT_USER_ERROR
     if world.is_main:
         lock.claim()
+    set_aside(corrupt, world)  # the start goes on: from here it may change the run directory
     opts.reset_optimizer = any(k.startswith("optim.") for k in diff)
     log = RunLog(run_dir, enabled=world.is_main, progress=cfg.trainer.progress,
                  resume_step=state["progress"]["global_step"] if state else 0)

@@ -90,28 +90,32 @@ def safe_load(path: Path) -> dict:
     return obj
 
 
-def load_latest(ckpt_dir: Path, warn, move_aside: bool = True) -> dict | None:
-    """The newest loadable training checkpoint (last.pt, else last.prev.pt with a warning), or None.
+def load_latest(ckpt_dir: Path, warn) -> tuple[dict | None, Path | None]:
+    """(the newest loadable training checkpoint: last.pt, else last.prev.pt with a warning, or None; the
+    unloadable last.pt it fell back from, or None).
 
-    An unloadable last.pt is renamed ``last.pt.corrupt-<time>`` (by the rank that ``move_aside``), so
-    the next save's rotation cannot turn the good last.prev.pt into a copy of it.
+    The unloadable last.pt is left where it is: a start that goes on moves it aside (``move_aside``) so the
+    next save's rotation cannot turn the good last.prev.pt into a copy of it; a refused start changes nothing.
     """
     last, prev = ckpt_dir / LAST, ckpt_dir / PREVIOUS
     if last.exists():
         try:
-            return safe_load(last)
+            return safe_load(last), None
         except CheckpointError as e:
             if not prev.exists():
                 raise
-            aside = ""
-            if move_aside:
-                target = last.with_name(f"{LAST}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-                os.replace(last, target)
-                aside = f" (moved aside to {target.name})"
-            warn(f"warning: {e}; falling back to {prev}{aside}")
+            warn(f"warning: {e}; falling back to {prev}")
+            return safe_load(prev), last
     if prev.exists():
-        return safe_load(prev)
-    return None
+        return safe_load(prev), None
+    return None, None
+
+
+def move_aside(corrupt: Path) -> Path:
+    """Rename an unloadable checkpoint ``corrupt-<time>`` beside it; returns the new path."""
+    target = corrupt.with_name(f"{corrupt.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(corrupt, target)
+    return target
 
 
 def rng_state(device: torch.device) -> dict:
