@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -313,6 +314,21 @@ def test_unusable_run_directories_are_refused_before_hydra(tmp_path):
         assert res.returncode == 2 and "is not writable" in res.stderr and len(res.stderr.splitlines()) == 1
         res = train(ro / "run", *SHORT)
         assert res.returncode == 2 and f"cannot be created ({ro} is not writable)" in res.stderr
+    finally:
+        subprocess.run(["umount", str(ro)])
+    # a finished run on a read-only mount: "already finished", exit 0; asked for more, one line, exit 2
+    done = tmp_path / "done"
+    assert train(done, *SHORT).returncode == 0
+    assert subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(ro)]).returncode == 0
+    try:
+        shutil.copytree(done, ro, dirs_exist_ok=True)
+        assert subprocess.run(["mount", "-o", "remount,ro", str(ro)]).returncode == 0
+        res = train(ro, *SHORT)
+        assert res.returncode == 0 and "already finished (1 epochs)" in res.stdout, res.stderr
+        res = train(ro, "trainer.epochs=2", "trainer.max_steps_per_epoch=2")
+        assert res.returncode == 2 and res.stderr.splitlines() == [
+            f"error: {ro}: cannot take the run directory's lock (Read-only file system); give a folder you can "
+            "write to"], res.stderr
     finally:
         subprocess.run(["umount", str(ro)])
 

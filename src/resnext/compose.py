@@ -145,11 +145,13 @@ def run_dir_of(overrides: list[str]) -> Path:
 
 
 def check_run_dir(run_dir: Path) -> None:
-    """ConfigError unless ``run_dir`` is, or can become, a writable folder (tried without leaving a trace)."""
+    """ConfigError unless ``run_dir`` is, or can become, a writable folder (tried without leaving a trace).
+    A read-only folder holding checkpoints passes: the run may be finished, which needs no writing."""
     try:
         check_folder(run_dir, f"hydra.run.dir={run_dir}")
     except UserError as e:
-        raise ConfigError(str(e)) from None
+        if not any((run_dir / "checkpoints" / name).is_file() for name in ("last.pt", "last.prev.pt")):
+            raise ConfigError(str(e)) from None
 
 
 #: Hydra's flags that print something and train nothing (``--cfg job``, ``--help``, ...): no precheck then.

@@ -247,13 +247,29 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
         shutdown()
 
 
+def finished(cfg: DictConfig, state: dict | None, run_dir: Path, world: World) -> bool:
+    """Whether the checkpoint has trained all of trainer.epochs (then rank 0 says so: nothing to do)."""
+    if state is None or state["progress"]["epoch"] < cfg.trainer.epochs:
+        return False
+    if world.is_main:
+        print(f"{cfg.name}: already finished ({state['progress']['epoch']} epochs) in {run_dir}; "
+              "nothing to do (raise trainer.epochs to extend the run)", flush=True)
+    return True
+
+
 def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock) -> int:
     try:
         validate(cfg, world.world_size, torch.cuda.is_available())
         plan = RunPlan.of(cfg, world.world_size)  # every derived number of the run, from here on
         if world.is_main:
             refuse_links(run_dir)  # before the lock file is opened
-        _lock(lock, world)
+        try:
+            _lock(lock, world)
+        except UserError:  # a read-only run directory: fine for a finished run, which writes nothing
+            state = load_state(run_dir, world)[0]
+            if not finished(cfg, state, run_dir, world):
+                raise
+            return EXIT_OK
         saved = saved_config(run_dir)
         state, corrupt = load_state(run_dir, world)
         # a resume is refused, or found finished, before any data is scanned or any model built
@@ -261,10 +277,7 @@ def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock) -> int:
         worlds = (int(state.get("world_size", world.world_size)), world.world_size) if state is not None else None
         diff = check_resume(*_classes_pinned(saved, cfg, classes), list(cfg.trainer.accept_changes),
                             worlds) if saved is not None else {}
-        if state is not None and state["progress"]["epoch"] >= cfg.trainer.epochs:
-            if world.is_main:
-                print(f"{cfg.name}: already finished ({state['progress']['epoch']} epochs) in {run_dir}; "
-                      "nothing to do (raise trainer.epochs to extend the run)", flush=True)
+        if finished(cfg, state, run_dir, world):
             return EXIT_OK
         try:
             parts, opts, plan = build_parts(cfg, world, run_dir, state, plan)  # the model's errors come first

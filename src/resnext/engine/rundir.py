@@ -90,9 +90,16 @@ class RunLock:
 
     def acquire(self) -> None:
         """Take the lock or raise UserError naming the holder."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.created = not os.path.lexists(self.path)
-        fd = open_in_run_dir(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~private_umask())
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = open_in_run_dir(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~private_umask())
+        except UserError:
+            raise
+        except OSError as e:  # a read-only mount, a folder whose modes changed since the start
+            self.created = False
+            raise UserError(f"{self.path.parent}: cannot take the run directory's lock ({e.strerror}); "
+                            "give a folder you can write to") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
