@@ -229,3 +229,30 @@ def test_one_class_is_refused_and_skipped_files_are_listed(fake, tmp_path, capsy
     assert code == 1
     assert "not images, skipped by training (only .jpeg, .jpg, .png are read): 1 .txt, 1 .webp" in out
     assert f"problem: {root / 'train'}: one class folder; a classifier needs at least 2 classes" in out
+
+
+def test_verify_lists_hidden_image_folders_and_escapes_names(fake, tmp_path, capsys):
+    """A hidden folder holding images is a problem line; a class named with an escape code and a newline is
+    printed escaped (it cannot break a line or drive the terminal)."""
+    root = tmp_path / "r"
+    shutil.copytree(fake, root)
+    hidden = root / "train" / ".stash"
+    hidden.mkdir()
+    shutil.copy(next((root / "train" / "n00000000").iterdir()), hidden / "a.JPEG")
+    for split in ("train", "val"):
+        odd = root / split / "red\x1b[31m\nname"
+        odd.mkdir()
+        shutil.copy(next((root / split / "n00000000").iterdir()), odd / "a.JPEG")
+    code, out, _ = tool(capsys, "verify", root, "--workers", "1")
+    assert code == 1 and f"problem: {hidden}: a hidden folder holding 1 image(s), skipped; " in out
+    assert "\x1b" not in out and "red\\x1b[31m\\nname" in out
+    assert all(line == line.strip("\r") for line in out.splitlines())
+
+
+def test_an_error_naming_a_file_stays_one_line(capsys):
+    from resnext.errors import fail, printable
+
+    assert printable("tab\there, new\nline, \x1b[31mred, ümlaut ok") == "tab\\there, new\\nline, \\x1b[31mred, ümlaut ok"
+    with pytest.raises(SystemExit) as e:
+        fail("/data/cat\n\x1b[2Jdog.JPEG: not decodable")
+    assert e.value.code == 2 and capsys.readouterr().err == "error: /data/cat\\n\\x1b[2Jdog.JPEG: not decodable\n"

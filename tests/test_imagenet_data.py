@@ -64,6 +64,29 @@ def test_file_list_replaces_the_train_scan(photo_root, tmp_path):
     lst.write_text("train/n00000000/missing.JPEG 0\n")
     with pytest.raises(DataError, match=f"missing.JPEG: listed in {lst}:1 but missing"):
         scan_root(str(photo_root), str(lst))
+    outside = tmp_path / "outside.JPEG"  # a real file, listed from outside data.root: refused, not read
+    shutil.copy(train.files[0], outside)
+    for entry in (str(outside), f"../{outside.name}", f"train/../../{outside.name}"):
+        lst.write_text(f"{entry} 0\n")
+        with pytest.raises(DataError, match=re.escape(f"{lst}:1: {entry!r} is outside data.root {photo_root}; "
+                                                      "list paths relative to it")):
+            scan_root(str(photo_root), str(lst))
+
+
+def test_hidden_class_folders_with_images_are_refused_not_skipped(photo_root, tmp_path):
+    """A ".name" folder holding images would be dropped without a word: refused in one line; one holding no
+    images (.ipynb_checkpoints) is ignored as before."""
+    root = tmp_path / "r"
+    shutil.copytree(photo_root, root)
+    (root / "train" / ".ipynb_checkpoints").mkdir()
+    assert scan_root(str(root))[0].classes == scan_root(str(photo_root))[0].classes
+    hidden = root / "train" / ".n00000009"
+    hidden.mkdir()
+    shutil.copy(next((root / "train" / "n00000000").iterdir()), hidden / "a.JPEG")
+    with pytest.raises(DataError, match=re.escape(f"{hidden}: a hidden folder holding 1 image(s), which training "
+                                                  f"would skip; rename it to use it as a class, or move it out of "
+                                                  f"{root / 'train'}")):
+        scan_root(str(root))
 
 
 

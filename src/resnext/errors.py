@@ -47,9 +47,15 @@ class SaveError(Exception):
     """A checkpoint could not be written (not the user's input: the disk). Exit code 4, one line."""
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (newlines, escape codes from a folder or file name) written as
+    Python escapes, so a name cannot break a line or drive the terminal."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 def fail(message: str) -> NoReturn:
-    """Report a user mistake: one line on stderr, exit code 2, no traceback."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    """Report a user mistake: one line on stderr (names in it escaped), exit code 2, no traceback."""
+    print(f"error: {printable(message)}", file=sys.stderr, flush=True)
     sys.exit(EXIT_USER_ERROR)
 
 

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from .errors import OneLineParser, UserError, fail
+from .errors import OneLineParser, UserError, fail, printable
 from .footprint import check_size
 from .loading import CHECKPOINTS, Loaded, Preprocessing, class_names, load_model
 
@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> None:
                    f"std {', '.join(f'{v:.3f}' for v in pre.std)}")
     print(f"model: {loaded.what}, {loaded.num_classes} classes{assumed}", flush=True)
     for path, top in results:
-        print(path)
+        print(printable(path))
         for p, i in top:
-            print(f"  {p:.4f}  {i:4d}  {names[i] if names else ''}".rstrip())
+            print(f"  {p:.4f}  {i:4d}  {printable(names[i]) if names else ''}".rstrip())
 
 
 if __name__ == "__main__":

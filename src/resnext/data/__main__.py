@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import EXIT_CHECK_FAILED, DataError, UserError, fail, reports_user_errors
+from ..errors import EXIT_CHECK_FAILED, DataError, UserError, fail, printable, reports_user_errors
 from .tools import make_fake, prepare_val, verify
 
 
@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> None:
             if not args.root.is_dir():
                 raise DataError(f"{args.root}: not a folder; expected an ImageNet root holding train/ and val/")
             report, problems = verify(args.root, args.workers)
-            print("\n".join(report))
+            print("\n".join(printable(line) for line in report))
             for line in problems:
-                print(f"problem: {line}")
+                print(f"problem: {printable(line)}")
             print(f"{len(problems)} problem(s)")
             sys.exit(EXIT_CHECK_FAILED if problems else 0)
         else:

@@ -43,8 +43,21 @@ class FolderSource:
         return self.files[index]
 
 
+def class_folders(split_dir: Path) -> tuple[list[str], list[str]]:
+    """(the class folders of a split, sorted; a line for each hidden folder (".name") that holds images).
+    A hidden folder is no class; .ipynb_checkpoints and the like, holding no images, are no concern."""
+    entries = [e for e in os.scandir(split_dir) if e.is_dir()]
+    hidden = [f"{e.path}: a hidden folder holding {n} image(s), skipped; rename it to use it as a class, or move "
+              f"it out of {split_dir}" for e in entries if e.name.startswith(".") and (n := len(_images(Path(e.path))))]
+    return sorted(e.name for e in entries if not e.name.startswith(".")), hidden
+
+
 def _class_dirs(split_dir: Path) -> list[str]:
-    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+    """The class folders of a split; DataError where a hidden folder holds images (not dropped without a word)."""
+    found, hidden = class_folders(split_dir)
+    if hidden:
+        raise DataError(hidden[0].replace(", skipped;", ", which training would skip;"))
+    return found
 
 
 def _images(folder: Path) -> list[str]:
@@ -89,7 +102,10 @@ def read_file_list(root: Path, list_file: str, classes: list[str]) -> FolderSour
         label = int(parts[1])
         if not 0 <= label < len(classes):
             raise DataError(f"{path}:{n}: label {label} outside 0..{len(classes) - 1}")
-        f = root / parts[0]
+        rel = os.path.normpath(parts[0])
+        if os.path.isabs(rel) or rel == ".." or rel.startswith(".." + os.sep):
+            raise DataError(f"{path}:{n}: {parts[0]!r} is outside data.root {root}; list paths relative to it")
+        f = root / rel
         if not f.is_file():
             raise DataError(f"{f}: listed in {path}:{n} but missing")
         files.append(str(f))

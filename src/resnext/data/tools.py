@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
-from .imagenet_folder import IMAGE_EXTENSIONS, _class_dirs
+from .imagenet_folder import IMAGE_EXTENSIONS, _class_dirs, class_folders
 from .source import content_problem
 
 VAL_NAME = "ILSVRC2012_val_{:08d}.JPEG"  # the official val file names, numbered from 1
@@ -62,7 +62,9 @@ def verify(root: Path, workers: int = 1) -> tuple[list[str], list[str]]:
             problems.append(f"{d}: missing split folder")
             continue
         counts[split] = Counter()
-        for c in _class_dirs(d):
+        classes, hidden = class_folders(d)
+        problems += hidden
+        for c in classes:
             counts[split][c] = 0
             for e in os.scandir(d / c):
                 if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS):
