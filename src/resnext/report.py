@@ -30,7 +30,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import EXIT_USER_ERROR, UserError, reports_user_errors
+from .errors import EXIT_USER_ERROR, UserError, printable, reports_user_errors
 from .outputs import check_folder
 from .report_runs import Run, find_runs, flat_settings  # noqa: F401  (re-exported: the report's public names)
 
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--out {args.out}: cannot write there ({e.strerror}); "
                               "expected a writable folder") from None
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(str(e))}", file=sys.stderr)
         return EXIT_USER_ERROR
     print(table)
     print(f"\n{len(runs)} run(s); written to {args.out}: {', '.join(written)}")

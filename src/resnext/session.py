@@ -26,7 +26,15 @@ from .engine.rundir import (
     saved_config,
     write_text_atomic,
 )
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, CheckpointError, ConfigError, UserError
+from .errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USER_ERROR,
+    CheckpointError,
+    ConfigError,
+    UserError,
+    printable,
+)
 from .footprint import check_size
 from .models import build_model
 from .models.complexity import measure
@@ -285,7 +293,7 @@ def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock) -> int:
             raise out_of_memory(e, cfg, plan, world) or e from None
     except UserError as e:
         if world.is_main:
-            print(f"error: {e}", file=sys.stderr, flush=True)
+            print(f"error: {printable(str(e))}", file=sys.stderr, flush=True)
             lock.release()
             _remove_if_empty(run_dir)
         return EXIT_USER_ERROR

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import EXIT_USER_ERROR, UserError
+from ..errors import EXIT_USER_ERROR, UserError, printable
 from .common import write
 
 SUBCOMMANDS = {
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result = module.run(args)
     except UserError as e:  # anything else is a bug and keeps its traceback
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(str(e))}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     out = Path(args.out or f"bench-results/{args.cmd}.json")
     result.setdefault("settings", {})["command"] = "python -m resnext.bench " + " ".join(argv)

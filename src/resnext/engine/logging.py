@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import printable
 from .rundir import METRICS, open_in_run_dir, private_umask, write_text_atomic
 
 PLAIN_EVERY_S = 30.0  # without a terminal: at most one plain progress line per this many seconds (at log steps)
@@ -109,7 +110,7 @@ class RunLog:
         """One line on stderr (rank 0)."""
         if self.enabled:
             self.close_bar()
-            print(msg, file=sys.stderr, flush=True)
+            print(printable(msg), file=sys.stderr, flush=True)  # names from the data escaped
 
     def record(self, kind: str, **fields) -> None:
         """Append one metrics.jsonl line; numeric fields of step/epoch records also go to TensorBoard."""
