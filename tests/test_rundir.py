@@ -258,6 +258,28 @@ def test_second_ctrl_c_aborts_at_once():
     assert res.stderr == "error: interrupted twice: aborted without saving\n"
 
 
+def test_two_ctrl_c_inside_one_long_operation_still_abort():
+    """Both presses arrive while the main thread is inside one long operation (a 2000^2 matrix power, the GIL
+    released): Python runs the handler once for the two, and the wakeup pipe still counts two."""
+    code = ("import os, signal, threading, time, torch\n"
+            "from resnext.engine.stop import StopFlag\n"
+            "torch.set_num_threads(1)\n"
+            "a = torch.randn(2000, 2000)\n"
+            "def press():\n"
+            "    time.sleep(0.05)\n"
+            "    os.kill(os.getpid(), signal.SIGINT)\n"
+            "    time.sleep(0.05)\n"
+            "    os.kill(os.getpid(), signal.SIGINT)\n"
+            "with StopFlag() as stop:\n"
+            "    threading.Thread(target=press).start()\n"
+            "    torch.linalg.matrix_power(a, 40)\n"
+            "    time.sleep(2)\n"
+            "print('not reached', stop.interrupts, flush=True)\n")
+    res = subprocess.run([PY, "-c", code], capture_output=True, text=True, env=env(), cwd=ROOT, timeout=120)
+    assert res.returncode == EXIT_INTERRUPTED and res.stdout == "", (res.stdout, res.stderr)
+    assert res.stderr == "error: interrupted twice: aborted without saving\n"
+
+
 @pytest.mark.parametrize("overrides, expect", [
     (["data.pad=-3"], "data.pad=-3 must be >= 0"),
     (["data.image_size=0"], "data.image_size=0 must be >= 1"),

@@ -29,6 +29,7 @@ def ignore_stop_signals(worker_id: int) -> None:
     exit); workers end when it closes the loader or exits."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.set_wakeup_fd(-1)  # the trainer's Ctrl-C counting pipe (resnext.engine.stop) is the trainer's alone
 
 
 _LIVE: weakref.WeakSet[DataLoader] = weakref.WeakSet()  # loaders whose workers _stop_workers ends
