@@ -12,33 +12,43 @@ after saving (requeue me).
 import sys
 from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
-
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))  # also works without `pip install -e .`
 
-from resnext.compose import precheck, sweep_dirname  # noqa: E402
-from resnext.config import register  # noqa: E402
-
-register()
+EXIT_INTERRUPTED = 130  # resnext.errors.EXIT_INTERRUPTED, which may not be imported yet when Ctrl-C comes
 
 
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    from resnext.errors import EXIT_REQUEUE
-    from resnext.requeue import save_then_requeue
-    from resnext.session import run
+def start() -> None:
+    """Import, check the command line (before Hydra writes anything), then let Hydra compose and run."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import DictConfig
 
-    with save_then_requeue() as requeue:  # a point of hydra/launcher=submitit_slurm: see resnext/requeue.py
-        code = run(cfg, Path(HydraConfig.get().runtime.output_dir))
-        if code == EXIT_REQUEUE:
-            requeue()  # after submitit's time-limit signal: submitit resubmits this point (and exits)
-    if code:
-        sys.exit(code)
+    from resnext.compose import precheck, sweep_dirname
+    from resnext.config import register
 
+    register()
 
-if __name__ == "__main__":
+    @hydra.main(config_path="conf", config_name="config", version_base="1.3")
+    def main(cfg: DictConfig) -> None:
+        from resnext.errors import EXIT_REQUEUE
+        from resnext.requeue import save_then_requeue
+        from resnext.session import run
+
+        with save_then_requeue() as requeue:  # a point of hydra/launcher=submitit_slurm: see resnext/requeue.py
+            code = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+            if code == EXIT_REQUEUE:
+                requeue()  # after submitit's time-limit signal: submitit resubmits this point (and exits)
+        if code:
+            sys.exit(code)
+
     precheck(sys.argv[1:])
     sys.argv += sweep_dirname(sys.argv[1:])  # a sweep's run directories are named by the swept keys only
     main()
+
+
+if __name__ == "__main__":
+    try:
+        start()
+    except KeyboardInterrupt:  # Ctrl-C while importing or composing: the trainer's own handler is not up yet
+        print("error: interrupted while starting; nothing was written", file=sys.stderr, flush=True)
+        sys.exit(EXIT_INTERRUPTED)

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -256,6 +257,21 @@ def test_second_ctrl_c_aborts_at_once():
     assert res.returncode == EXIT_INTERRUPTED
     assert res.stdout == "requested True\n"
     assert res.stderr == "error: interrupted twice: aborted without saving\n"
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.5])
+def test_ctrl_c_while_starting_is_a_quiet_exit_130(tmp_path, delay):
+    """Ctrl-C during the imports or the command's check (before the trainer's handler is up): one line, exit
+    130, no KeyboardInterrupt traceback from inside an import, nothing written."""
+    d = tmp_path / "run"
+    proc = subprocess.Popen([PY, str(ROOT / "train.py"), *TINY, f"hydra.run.dir={d}", *SHORT], env=env(), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_INTERRUPTED, (proc.returncode, err)
+    assert err == "error: interrupted while starting; nothing was written\n" and out == ""
+    assert not d.exists()
 
 
 def test_two_ctrl_c_inside_one_long_operation_still_abort():
