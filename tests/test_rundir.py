@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -240,6 +241,30 @@ def test_signal_to_the_whole_process_group_saves(source, sig, nproc, folder, tmp
     assert f"saved at step {saved}; exit {EXIT_REQUEUE}" in out
     if nproc == 1:  # (torchrun exits 1 with its own traceback whenever it was signalled)
         assert proc.returncode == EXIT_REQUEUE and "Traceback" not in err, err
+    # what tells a saved preemption from a crash under torchrun too: the run directory's last end record
+    status = subprocess.run([PY, "-m", "resnext.status", str(d)], capture_output=True, text=True, env=env(), cwd=ROOT)
+    assert status.returncode == EXIT_REQUEUE, status.stdout + status.stderr
+    assert status.stdout == f"{d}: preempted after saving: requeue (the same command resumes) at step {saved}\n"
+
+
+def test_status_gives_each_ending_train_pys_exit_code(tmp_path, capsys):
+    from resnext import status
+
+    d = tmp_path / "run"
+    d.mkdir()
+    for recs, code, says in (
+            ([{"kind": "start"}, {"kind": "end", "status": "finished", "reason": "finished", "step": 9}], 0, "finished"),
+            ([{"kind": "start"}, {"kind": "end", "status": "failed", "reason": "nonfinite", "step": 4}], 3, "non-finite"),
+            ([{"kind": "start"}, {"kind": "end", "status": "failed", "reason": "save_failed", "step": 4}], 4, "written"),
+            ([{"kind": "end", "status": "preempted", "reason": "preempted", "step": 3}, {"kind": "start"}], 1, "killed"),
+            ([{"kind": "start"}, {"kind": "end", "status": "failed", "reason": "out_of_memory", "step": 0}], 1,
+             "ended: out_of_memory")):
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs) + '{"kind": "ep')
+        assert status.main([str(d)]) == code
+        assert says in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        status.main([str(tmp_path / "none")])
+    assert e.value.code == 2 and "no metrics.jsonl" in capsys.readouterr().err
 
 
 def test_second_ctrl_c_aborts_at_once():
