@@ -190,3 +190,39 @@ def test_a_checkpoint_copied_out_of_its_run_predicts_as_the_run(tmp_path, images
         results.append(json.loads(capsys.readouterr().out.splitlines()[-1]))
     assert results[0].pop("weights") != results[1].pop("weights") and results[0] == results[1]
     assert results[0]["samples"] == 359
+
+
+def test_folders_and_globs_and_csv_or_json_output(tmp_path, images, resnet50_file, capsys):
+    """A folder stands for its images (recursively, sorted), a quoted glob for its matches; --out writes the
+    same predictions as CSV rows (image, rank, probability, class, name) or JSON, by suffix."""
+    import csv
+    import shutil
+
+    path, _ = resnet50_file
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(images[0], folder / "b.jpg")
+    shutil.copy(images[1], folder / "sub" / "a.JPG")
+    (folder / "notes.txt").write_text("not an image")
+    args = [str(path), str(folder), str(tmp_path / "ph*" / "*.jpg"), "--arch", "resnet50", "--topk", "2"]
+    predict.main([*args, "--out", str(tmp_path / "out" / "p.csv")])
+    printed = parse_predictions(capsys.readouterr().out)
+    assert list(printed) == [str(folder / "b.jpg"), str(folder / "sub" / "a.JPG")]  # the glob's match: once
+    with open(tmp_path / "out" / "p.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["image"], r["rank"]) for r in rows] == [(img, str(k)) for img in printed for k in (1, 2)]
+    for r in rows:
+        p, i, name = printed[r["image"]][int(r["rank"]) - 1]
+        assert float(r["probability"]) == pytest.approx(p, abs=1e-4) and int(r["class"]) == i and r["name"] == name
+    predict.main([*args, "--out", str(tmp_path / "p.json")])
+    capsys.readouterr()
+    got = json.loads((tmp_path / "p.json").read_text())
+    assert [g["image"] for g in got] == list(printed)
+    assert [[t["class"] for t in g["top"]] for g in got] == [[i for _, i, _ in printed[k]] for k in printed]
+    for argv, expect in (([str(path), str(tmp_path / "out"), "--arch", "resnet50"], "a folder without images"),
+                         ([str(path), str(tmp_path / "none*.jpg"), "--arch", "resnet50"], "no file matches"),
+                         ([str(path), str(images[0]), "--out", str(tmp_path / "p.txt")], "give a file ending in .csv")):
+        with pytest.raises(SystemExit) as e:
+            predict.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and expect in err and len(err.strip().splitlines()) == 1, err
