@@ -39,7 +39,7 @@ def test_config_defaults_are_the_constructors(name):
     family = FAMILIES[name]
     params = inspect.signature(family.build).parameters
     fields = {f.name: f.default for f in dataclasses.fields(family.config)}
-    assert set(fields) - set(params) == {"arch", "init_from", "bn_batch"} and set(params) <= set(fields)
+    assert set(fields) - set(params) == {"arch", "init_from", "bn_batch", "bn_stats"} and set(params) <= set(fields)
     assert {k: fields[k] for k in params} == {k: p.default for k, p in params.items()}
     assert fields["arch"] == name
 
@@ -75,7 +75,7 @@ def test_unknown_names_and_keys_list_the_valid_ones():
     with pytest.raises(ValueError, match=r"^arch='nope' is not a model family or variant; valid families: "):
         build_model({"arch": "nope", "depth": 50})
     with pytest.raises(ValueError, match=r"^widen_factor is not a key of the resnext family; valid keys: arch, "
-                                         r"num_classes, init_from, bn_batch, depth, cardinality, width, zero_init_last_bn"):
+                                         r"num_classes, init_from, bn_batch, bn_stats, depth, cardinality, width, zero_init_last_bn"):
         build_model("resnext50_32x4d", widen_factor=2)
     with pytest.raises(ValueError, match="cardinality is not a key of the wrn family; valid keys: .*widen_factor"):
         build_model({"arch": "wrn", "cardinality": 4})

@@ -89,6 +89,38 @@ def test_init_from_same_head_and_headless(tmp_path):
     assert torch.equal(dst.layer3[0].conv2.weight, src["layer3.0.conv2.weight"]) and torch.equal(dst.fc.weight, head)
 
 
+def test_init_from_a_url_or_a_torchvision_name_through_the_hub_cache(tmp_path, monkeypatch):
+    """model.init_from takes a URL (file:// here, so no network is needed), fetched into torch.hub's cache as
+    torchvision's weights are, and torchvision:NAME, read from that cache when it is there; offline and not
+    cached, one line."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    torch.manual_seed(1)
+    src = small(10).state_dict()
+    torch.save(src, tmp_path / "published.pth")
+    dst = small(10)
+    msg = init_from(dst, f"file://{tmp_path / 'published.pth'}")
+    cached = tmp_path / "home" / "hub" / "checkpoints" / "published.pth"
+    assert msg.endswith("all weights loaded") and cached.is_file()
+    assert all(torch.equal(dst.state_dict()[k], v) for k, v in src.items())
+    # torchvision's name: its DEFAULT weights' file, pre-filled in the cache (a real ResNet-18 layout)
+    from torchvision.models import resnet18
+
+    tv = resnet18(num_classes=1000).state_dict()
+    torch.save(tv, cached.parent / "resnet18-f37072fd.pth")  # the file name of ResNet18_Weights.IMAGENET1K_V1's URL
+    ours = build_model("resnet", depth=18, num_classes=7)
+    assert init_from(ours, "torchvision:resnet18").endswith("classifier replaced (1000 -> 7 classes)")
+    assert torch.equal(ours.layer4[1].conv2.weight, tv["layer4.1.conv2.weight"])
+    assert init_from(build_model("resnet", depth=18), "torchvision:ResNet18_Weights.IMAGENET1K_V1").endswith(
+        "all weights loaded")
+    for spec, expect in (("torchvision:resnet5O", "torchvision:resnet5O: not a torchvision model or weights name"),
+                         (f"file://{tmp_path / 'gone.pth'}", f"cannot download file://{tmp_path / 'gone.pth'} ("),
+                         ("http://127.0.0.1:9/w.pth", "cannot download http://127.0.0.1:9/w.pth (")):
+        with pytest.raises(ValueError) as e:
+            init_from(small(10), spec)
+        assert expect in str(e.value) and "\n" not in str(e.value), str(e.value)
+    assert not (cached.parent / "gone.pth").exists() and not (cached.parent / "w.pth").exists()
+
+
 @pytest.mark.parametrize("other,expect", [
     (lambda: small(10, cardinality=4), "first: layer1.0.conv1.weight, file (16, 64, 1, 1) vs model (8, 64, 1, 1)"),
     (lambda: small(10, depth=20), "first: layer1.1.conv1.weight, not in the model"),

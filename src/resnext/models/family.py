@@ -15,7 +15,7 @@ class ModelConfig:
 
     arch: str = ""  # the family, named as in resnext.models.FAMILIES (conf/model/<arch>.yaml selects it)
     num_classes: int = 1000  # classifier outputs; must equal the data set's class count; 0 = from the data
-    init_from: str | None = None  # weights file (ours, torchvision or timm layout) to start from
+    init_from: str | None = None  # weights to start from (ours, torchvision or timm layout): a file, a URL (http/https/file; cached in torch.hub's folder) or torchvision:NAME
     bn_batch: int = 0  # images per batch-norm statistic in training (the paper's 32); 0 = each process's batch
     bn_stats: str = "mean"  # BN running statistics with model.bn_batch: mean (of every group's, each pass) | first (the step's first group only: what the source's saved GPU-1 replica kept)
 
