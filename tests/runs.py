@@ -63,3 +63,22 @@ def wait_for_step(run_dir: Path, proc: subprocess.Popen, step: int = 2, timeout:
             pass
         time.sleep(0.05)
     raise AssertionError(f"step {step} never logged in {run_dir}")
+
+
+def hparams(run_dir: Path) -> dict:
+    """The hyper-parameters of the run's TensorBoard HParams session-start summary ({} if none)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = EventAccumulator(str(run_dir / "tb"))
+    acc.Reload()
+    try:
+        content = acc.PluginTagToContent("hparams")
+    except KeyError:
+        return {}
+    found = {}
+    for raw in content.values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(raw)
+        if data.HasField("session_start_info"):
+            found = dict(data.session_start_info.hparams.items())
+    return found

@@ -103,7 +103,8 @@ def test_readme_own_folder_command_trains_with_the_folders_classes(own_folder, t
                          cwd=tmp_path, timeout=600)
     assert res.returncode == 0, res.stderr
     run = tmp_path / "outputs" / "my_images"
-    assert "  data: imagenet, 10 classes, 32 px training crops, evaluation: shorter side 37, center 32 px; " \
+    assert "  data: imagenet, 10 classes (n00000000, n00000001, n00000002, n00000003, ...), 32 px training crops, " \
+        "evaluation: shorter side 37, center 32 px; " \
         "1 CPU thread(s) and " in res.stdout, res.stdout  # OMP_NUM_THREADS=1 (env()) is honoured
     saved = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
     assert saved["model"]["fc.weight"].shape == (10, 512) and saved["model_config"]["arch"] == "resnet"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from runs import PY, ROOT, TINY, TORCHRUN, env, records, train, wait_for_step
+from runs import PY, ROOT, TINY, TORCHRUN, env, hparams, records, train, wait_for_step
 
 from resnext.engine import checkpoint as ckpt
 from resnext.errors import EXIT_INTERRUPTED, EXIT_REQUEUE, EXIT_SAVE_FAILED
@@ -239,6 +239,7 @@ def test_signal_to_the_whole_process_group_saves(source, sig, nproc, folder, tmp
     assert end["status"] == "preempted", err
     saved = torch.load(d / "checkpoints" / "last.pt", weights_only=True)["progress"]["global_step"]
     assert f"saved at step {saved}; exit {EXIT_REQUEUE}" in out
+    assert hparams(d)["trainer.seed"].number_value == 0  # written at the start, not only at a finish
     if nproc == 1:  # (torchrun exits 1 with its own traceback whenever it was signalled)
         assert proc.returncode == EXIT_REQUEUE and "Traceback" not in err, err
     # what tells a saved preemption from a crash under torchrun too: the run directory's last end record

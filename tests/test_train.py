@@ -152,3 +152,17 @@ def test_training_evaluates_with_ten_crops_when_asked(tmp_path):
             p = model(ten_crops(x, 12)).softmax(dim=1).view(len(y), 10, -1).mean(dim=1)
             hits, n = hits + (p.argmax(dim=1) == y).sum().item(), n + len(y)
     assert n == 359 and epoch["val_top1_err"] == pytest.approx(100 * (1 - hits / n), abs=1e-9)
+
+
+def test_extending_a_cosine_run_says_what_happens_to_the_lr(tmp_path):
+    """A finished 2-epoch cosine run extended to 4: the schedule is laid over 4 epochs, so the lr at the resumed
+    step rises from 0 back to half the peak; the start says so with both values."""
+    d = tmp_path / "cos"
+    run = ["schedule=cosine", "schedule.warmup_epochs=0", "trainer.max_steps_per_epoch=3", "optim.lr=0.1",
+           "optim.ref_batch=32"]
+    assert train(d, *run, "trainer.epochs=2").returncode == 0
+    res = train(d, *run, "trainer.epochs=4")
+    assert res.returncode == 0, res.stderr
+    assert "changed since the last start: trainer.epochs: 2 -> 4" in res.stdout
+    assert ("  lr at step 6: 0.05 (it was 0 under the saved settings; the cosine schedule is laid over 4 epochs, "
+            "ending at 0.001704)") in res.stdout, res.stdout  # 0.05 (1 + cos(pi 11 / 12))

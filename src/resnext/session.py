@@ -200,7 +200,8 @@ def _remove_if_empty(run_dir: Path) -> None:
         run_dir.rmdir()  # only succeeds on an empty directory
 
 
-def start_line(cfg: DictConfig, plan: RunPlan, trainer: Trainer, world: World, run_dir: Path, diff: dict) -> None:
+def start_line(cfg: DictConfig, plan: RunPlan, trainer: Trainer, world: World, run_dir: Path, diff: dict,
+               saved: DictConfig | None = None) -> None:
     """The start record and console line (rank 0)."""
     s, p, log = trainer.state, trainer.precision, trainer.log
     cx = measure(lambda: build_model(trainer.o.model_config), cfg.data.image_size)
@@ -220,11 +221,27 @@ def start_line(cfg: DictConfig, plan: RunPlan, trainer: Trainer, world: World, r
     crops = f"center {d.val_crop} px" if d.eval_crops == 1 else f"{d.eval_crops} crops of {d.val_crop} px"
     sizes = (f"{d.image_size} px training crops, evaluation: shorter side {d.val_resize}, {crops}"
              if folder else f"{d.image_size} px" + ("" if d.eval_crops == 1 else f", evaluation: {crops}"))
-    log.print(f"  data: {d.dataset}, {plan.classes} classes, {sizes}; "
+    names = plan.class_names or ()
+    shown = f" ({', '.join(printable(n) for n in names[:4])}{', ...' if len(names) > 4 else ''})" if names else ""
+    log.print(f"  data: {d.dataset}, {plan.classes} classes{shown}, {sizes}; "
               f"{torch.get_num_threads()} CPU thread(s){f' and {d.workers} loader worker(s)' if folder else ''} "
               "per process")
     for key, (was, now) in diff.items():
         log.print(f"  changed since the last start: {key}: {was!r} -> {now!r}")
+    if saved is not None and any(k == "trainer.epochs" or k.startswith("schedule.") for k in diff):
+        log.print(lr_change(saved, cfg, plan.steps_per_epoch, s.global_step,
+                            trainer.opt.param_groups[0].get("base_lr", cfg.optim.lr)))
+
+
+def lr_change(saved: DictConfig, cfg: DictConfig, steps_per_epoch: int, step: int, base_lr: float) -> str:
+    """What a changed run length or schedule does to the lr from the resumed step on (a cosine stretches)."""
+    before = Schedule.from_config(saved.schedule, steps_per_epoch, int(saved.trainer.epochs))
+    after = Schedule.from_config(cfg.schedule, steps_per_epoch, int(cfg.trainer.epochs))
+    was, now = base_lr * before.factor(step), base_lr * after.factor(step)
+    how = (f"the {cfg.schedule.name} schedule is laid over {cfg.trainer.epochs} epochs" if cfg.schedule.name == "cosine"
+           else f"milestones {list(cfg.schedule.milestones)}")
+    return (f"  lr at step {step}: {now:.4g} (it was {was:.4g} under the saved settings; {how}, "
+            f"ending at {base_lr * after.factor(after.epochs * steps_per_epoch - 1):.4g})")
 
 
 def _classes_pinned(saved: DictConfig, cfg: DictConfig, classes: int | None) -> tuple[DictConfig, DictConfig]:
@@ -311,7 +328,7 @@ def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock) -> int:
                                   OmegaConf.to_yaml(saved))
             if saved is None or diff:
                 write_config(cfg, run_dir)
-            start_line(cfg, plan, trainer, world, run_dir, diff)
+            start_line(cfg, plan, trainer, world, run_dir, diff, saved)
         try:
             return trainer.run().exit_code
         except UserError as e:  # e.g. an unreadable file met mid-epoch

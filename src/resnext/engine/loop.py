@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -346,6 +347,9 @@ class Trainer:
         """Train to the last epoch or to a stop; logs the end and returns how it ended."""
         s = self.state
         outcome = Outcome.FINISHED
+        # HParams at every start, so a run stopped before its end has them too; a finished run writes them
+        # again below with its best error
+        self.log.hparams(self.o.hparams, {"best_val_top1_err": s.best_top1 if s.best_top1 is not None else math.nan})
         with StopFlag() as stop:
             while s.epoch < self.o.epochs:
                 epoch_start = time.perf_counter()
