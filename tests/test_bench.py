@@ -88,3 +88,20 @@ def test_bench_help_lists_subcommands():
     assert res.returncode == 0
     for cmd in ("train", "data", "cifar", "e2e"):
         assert cmd in res.stdout
+
+
+def test_the_tools_own_options_go_anywhere_and_precision_defaults_to_the_trainers(tmp_path, capsys):
+    from resnext.bench.__main__ import main
+
+    main(["train", "--batch", "8", "--out", str(tmp_path / "r.json"), "--dry-run"])
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("bench train: ") and f"out={tmp_path / 'r.json'}" in line and "batch=8" in line
+    assert "precision=auto" in line  # the trainer's default: bf16 on a GPU, fp32 on the CPU
+    main(["--dry-run", "e2e", "--out=x.json"])
+    assert "out=x.json" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--precision", "fp33", "--device", "cpu", "--out", str(tmp_path / "r.json")])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == ("error: --precision 'fp33' is not valid; choose from auto, fp32, bf16, fp16 "
+                                       "(comma list)\n")
+    assert not (tmp_path / "r.json").exists()

@@ -19,8 +19,28 @@ SUBCOMMANDS = {
 }
 
 
+COMMON = ("--out", "--dry-run")  # the tool's own options: taken from anywhere on the line
+
+
+def common_first(argv: list[str]) -> list[str]:
+    """``argv`` with the tool's own options (--out X, --out=X, --dry-run) moved before the subcommand, so
+    they may be given anywhere (``bench train --batch 64 --out r.json`` as well as before ``train``)."""
+    common, rest, i = [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--out" and i + 1 < len(argv):
+            common += argv[i:i + 2]
+            i += 1
+        elif a == "--dry-run" or a.startswith("--out="):
+            common.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    return common + rest
+
+
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = common_first(sys.argv[1:] if argv is None else argv)
     epilog = "subcommands:\n" + "\n".join(f"  {k:<6} {v}" for k, v in SUBCOMMANDS.items())
     parser = argparse.ArgumentParser(prog="python -m resnext.bench", description=__doc__, epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

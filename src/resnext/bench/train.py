@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..models import FAMILIES, VARIANTS, build_model
 from ..models.complexity import measure, saved_activation_bytes
 from .common import environment, interleaved, paired_ratio, peak_flops, table
@@ -20,7 +21,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=256, help="images per step")
     p.add_argument("--size", type=int, default=0, help="image side (default: the family's, 224 or CIFAR's 32)")
     p.add_argument("--classes", type=int, default=1000, help="classifier size")
-    p.add_argument("--precision", default="bf16", help="comma list of fp32,bf16,fp16")
+    p.add_argument("--precision", default="auto",
+                   help="comma list of fp32,bf16,fp16; auto = the trainer's default (bf16 on a GPU, fp32 on the CPU)")
     p.add_argument("--memory-format", default="channels_last", help="comma list of nchw,channels_last")
     p.add_argument("--compile", default="eager", help="comma list of eager,compile")
     p.add_argument("--steps", type=int, default=10, help="steps per timed repeat")
@@ -150,10 +152,14 @@ COLUMNS = [("model", "model", ""), ("batch", "batch", ""), ("precision", "precis
 
 def run(args) -> dict:
     rows = []
-    for precision in args.precision.split(","):
+    device = torch.device("cuda" if (args.device != "cpu" and torch.cuda.is_available()) else "cpu")
+    chosen = [("bf16" if device.type == "cuda" else "fp32") if p == "auto" else p for p in args.precision.split(",")]
+    bad = [p for p in chosen if p not in ("fp32", "bf16", "fp16")]
+    if bad:
+        raise UserError(f"--precision {bad[0]!r} is not valid; choose from auto, fp32, bf16, fp16 (comma list)")
+    for precision in chosen:
         for fmt in args.memory_format.split(","):
             for mode in args.compile.split(","):
                 rows.append(run_variant(args, precision, fmt, mode, args.device))
-    device = torch.device("cuda" if (args.device != "cpu" and torch.cuda.is_available()) else "cpu")
     return {"rows": rows, "settings": vars(args) | {"environment": environment(device)},
             "table": table(rows, COLUMNS)}
