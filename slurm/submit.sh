@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Submit a recipe to Slurm (slurm/train.sbatch) with a stable run directory, a job name and a log path.
+# Submit a train.py command (a recipe, or any overrides) to Slurm (slurm/train.sbatch) with a stable run
+# directory, a job name and a log path.
 # The command is checked first as train.py checks it (python -m resnext.compose: one line, exit 2, nothing
 # queued), and the run directory is the one a local run of it uses (outputs/<name>), so a requeue or a
 # resubmission of the same command resumes the run. Run with --help for the options.
@@ -7,10 +8,12 @@ set -euo pipefail
 
 usage() {
   cat <<'TXT'
-usage: slurm/submit.sh RECIPE [options] [overrides...]
+usage: slurm/submit.sh [RECIPE] [options] [overrides...]
 
-Checks the recipe and overrides as train.py does (at the job's world size, on its kind of node) and
-the run directory's saved settings, then submits slurm/train.sbatch for recipes/RECIPE.yaml and prints
+Submits what `train.py [+recipe=RECIPE] overrides...` would train: RECIPE is a name of recipes/*.yaml, or
+left out for a command of overrides only (your own folder: model=resnet data.root=/my/folder name=mine).
+Checks the command as train.py does (at the job's world size, on its kind of node) and the run
+directory's saved settings, then submits slurm/train.sbatch and prints
 the job id, the run directory and the log file; a mistake is one line, exit 2, nothing queued. The job
 requeues itself when Slurm warns of its time limit (USR1, 120 s before) and the next start resumes
 from the run directory.
@@ -27,7 +30,7 @@ options:
   --warn S            seconds of warning before the time limit (default 120): Slurm sends USR1
                       then, and the trainers get S - 20 s to finish their step and save
   --run-dir DIR       run directory (default: a local run's, outputs/<name>: the recipe's name
-                      unless name=NEW is given); relative paths are from the repository. The
+                      unless name=NEW is given, else "custom"); relative paths are from the repository. The
                       same command resumes it; other training settings (optim.lr=...) are
                       refused before submitting: give them name=NEW
   --dry-run           print the sbatch command instead of running it
@@ -39,6 +42,7 @@ examples:
   slurm/submit.sh resnext50_32x4d_imagenet data.root=/data/imagenet
   slurm/submit.sh resnext101_32x4d_imagenet --nodes 4 --time 24:00:00 data.root=/data/imagenet
   slurm/submit.sh resnext29_demo_digits --gpus-per-node 0 --nproc 2
+  slurm/submit.sh model=resnet model.depth=18 data.root=/my/folder name=mine --gpus-per-node 1
 TXT
 }
 die() { echo "error: $*" >&2; exit 2; }
@@ -46,14 +50,14 @@ need() { [ $# -ge 2 ] && [ -n "$2" ] || die "$1 needs a value (see --help)"; }
 whole() { [[ $2 =~ ^[0-9]+$ ]] || die "$1 must be a whole number, got '$2'"; }
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-[ $# -ge 1 ] || die "a recipe name is needed: slurm/submit.sh RECIPE [options] [overrides...] (see --help)"
+[ $# -ge 1 ] || die "nothing to train: slurm/submit.sh [RECIPE] [options] [overrides...] (see --help)"
+recipe=""
 case $1 in
   -h|--help) usage; exit 0 ;;
-  -*) die "the first argument must be a recipe name (one of recipes/*.yaml), got '$1' (see --help)" ;;
+  -*|*=*) ;;  # no recipe: train.py's defaults and the overrides
+  *) recipe=$1; shift ;;
 esac
-recipe=$1
-shift
-[ -f "$root/recipes/$recipe.yaml" ] ||
+[ -z "$recipe" ] || [ -f "$root/recipes/$recipe.yaml" ] ||
   die "unknown recipe '$recipe' (no recipes/$recipe.yaml); available: $(cd "$root/recipes" && ls -- *.yaml | sed 's/\.yaml$//' | tr '\n' ' ')"
 
 nodes=1 gpus=8 nproc="" cpus="" partition="" time="" warn="" run_dir="" dry=0
@@ -104,7 +108,8 @@ fi
 
 # train.py's own check of what the job will run (train.sbatch's arguments: the recipe, the device on CPU
 # nodes, the run dir), at the job's world size; it prints the run directory a local run would use
-check=("+recipe=$recipe")
+check=()
+[ -z "$recipe" ] || check+=("+recipe=$recipe")
 if [ "$gpus" -eq 0 ] && [[ " ${overrides[*]-} " != *" trainer.device="* ]]; then check+=("trainer.device=cpu"); fi
 [ -z "$run_dir" ] || check+=("hydra.run.dir=$run_dir")
 check+=(${overrides[@]+"${overrides[@]}"})
@@ -115,7 +120,10 @@ derived=$(cd "$root" && PYTHONPATH="$root/src${PYTHONPATH:+:$PYTHONPATH}" \
 run_dir=${run_dir:-$derived}
 case $run_dir in /*) ;; *) run_dir="$root/$run_dir" ;; esac
 
-args=(--parsable --job-name="resnext-$recipe" --nodes="$nodes" "${res[@]}" --output="$run_dir/slurm-%j.out")
+# the job's name: the recipe's, else the run's name= override, else train.py's default name
+job_name=$recipe
+for o in ${overrides[@]+"${overrides[@]}"}; do case $o in name=*) job_name=${o#name=} ;; esac; done
+args=(--parsable --job-name="resnext-${job_name:-custom}" --nodes="$nodes" "${res[@]}" --output="$run_dir/slurm-%j.out")
 [ -n "$partition" ] && args+=(--partition="$partition")
 [ -n "$time" ] && args+=(--time="$time")
 # the batch script reads these (sbatch copies the script away, so it needs to be told where the repo is)
@@ -125,7 +133,7 @@ if [ -n "$warn" ]; then
   export_vars+=",STOP_GRACE=$((warn - 20))"
 fi
 args+=(--export="$export_vars")
-cmd=(sbatch "${args[@]}" "$root/slurm/train.sbatch" "$recipe" ${overrides[@]+"${overrides[@]}"})
+cmd=(sbatch "${args[@]}" "$root/slurm/train.sbatch" ${recipe:+"$recipe"} ${overrides[@]+"${overrides[@]}"})
 if [ "$dry" = 1 ]; then
   printf '%q ' "${cmd[@]}"
   echo
@@ -135,7 +143,7 @@ fi
 mkdir -p "$run_dir"  # Slurm opens the log there and does not create directories
 out=$("${cmd[@]}") || exit $?
 job=${out%%;*}  # --parsable prints ID or ID;CLUSTER
-echo "submitted job $job: $recipe on $nodes node(s) x $what"
+echo "submitted job $job: ${recipe:-${overrides[*]-}} on $nodes node(s) x $what"
 echo "run dir: $run_dir"
 echo "log:     $run_dir/slurm-$job.out"
 echo "follow:  tail -f $run_dir/slurm-$job.out; stop: scancel $job (it saves first); resume: the same command"

@@ -173,6 +173,21 @@ def test_cancel_saves_without_requeue_and_the_same_command_resumes(cluster, unin
 
 @pytest.mark.slurm
 @pytest.mark.slow
+def test_any_train_py_command_is_submitted_without_a_recipe_name(cluster, tmp_path):
+    """submit.sh OVERRIDES (no recipe first: the README's own-folder form) checks, submits and trains them;
+    the job is named after name=."""
+    d = tmp_path / "own"
+    job, out = cluster.submit(str(SUBMIT), f"+recipe={RECIPE}", "name=own_images", "--gpus-per-node", "0",
+                              "--run-dir", str(d), *BASE, "trainer.epochs=1", "trainer.max_steps_per_epoch=2",
+                              env=JOB_ENV)
+    assert f"submitted job {job}: +recipe={RECIPE} name=own_images" in out, out
+    assert cluster.job(job)["JobName"] == "resnext-own_images"
+    assert cluster.wait(job) == "COMPLETED", log(d, job)
+    assert ends(d) == [("finished", 2)]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_submit_checks_the_command_as_train_py_does_and_queues_nothing_on_a_mistake(cluster, uninterrupted):
     d, _ = uninterrupted
     for overrides, expect in [
@@ -234,9 +249,9 @@ def run_submit(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("args, expect", [
-    ([], "a recipe name is needed"),
+    ([], "nothing to train: slurm/submit.sh [RECIPE]"),
     (["no_such_recipe"], "unknown recipe 'no_such_recipe' (no recipes/no_such_recipe.yaml)"),
-    (["--nodes", "2"], "the first argument must be a recipe name"),
+    (["--nodes", "2", "--dry-run", "model.cardnality=4"], "unknown key model.cardnality"),  # no recipe: checked too
     ([RECIPE, "--nodes", "two"], "--nodes must be a whole number, got 'two'"),
     ([RECIPE, "--nodes", "0"], "--nodes must be at least 1"),
     ([RECIPE, "--time"], "--time needs a value"),
@@ -270,6 +285,9 @@ def test_submit_help_and_the_sbatch_command_it_builds():
         assert res.returncode == 0, res.stderr
         return res.stdout
 
+    own = run_submit("--dry-run", "model=resnet", "model.depth=18", "data.root=/my/folder", "name=mine")
+    assert own.returncode == 0, own.stderr
+    assert "--job-name=resnext-mine" in own.stdout and f"{SBATCH} model=resnet model.depth=18" in own.stdout
     gpu = dry("--nodes", "4", "--partition", "gpu", "--time", "3-00:00:00", "data.root=/data")
     for part in ("--nodes=4", "--gres=gpu:8", "--cpus-per-task=64", "--partition=gpu", "--time=3-00:00:00",
                  "GPUS_PER_NODE=8", "NPROC_PER_NODE=8", f"{SBATCH} {RECIPE} data.root=/data"):
