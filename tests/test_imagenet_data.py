@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
@@ -379,3 +380,30 @@ def test_dali_failure_is_named_from_the_batches_in_flight_only(photo_root):
     ok.source.cursor = 8
     err = ok._failure(1, RuntimeError("Error in CPU operator `decoders.image_slice`,\nnvImageCodec failure: '#3'"))
     assert isinstance(err, DataError) and "nvImageCodec failure: '#3'" in str(err) and good.reads == 4
+
+
+def test_val_fraction_holds_out_each_class_by_file_name(photo_root, tmp_path):
+    """data.val_fraction on a folder without val/: about that fraction of each class, at least one, chosen by a
+    hash of the relative path (the same wherever the folder lies); a recorded list overrides the choice."""
+    root = tmp_path / "noval"
+    shutil.copytree(photo_root / "train", root / "train")
+    train, val = scan_root(str(root), val_fraction=0.25)
+    whole, _ = scan_root(str(photo_root))
+    assert sorted(train.files + val.files) == sorted(f.replace(str(photo_root), str(root)) for f in whole.files)
+    assert not set(train.files) & set(val.files) and train.classes == val.classes == whole.classes
+    for c in range(len(whole.classes)):
+        n = whole.labels.count(c)
+        assert val.labels.count(c) == min(n - 1, max(1, round(0.25 * n)))  # stratified
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(root, moved)
+    assert [os.path.relpath(f, moved) for f in scan_root(str(moved), val_fraction=0.25)[1].files] == [
+        os.path.relpath(f, root) for f in val.files]
+    recorded = [os.path.relpath(f, root) for f in train.files[:2]]
+    assert [os.path.relpath(f, root) for f in scan_root(str(root), val_fraction=0.25, holdout=recorded)[1].files] \
+        == recorded
+    with pytest.raises(DataError, match="file.s. this run held out for evaluation are gone"):
+        scan_root(str(root), val_fraction=0.25, holdout=["train/n00000000/gone.JPEG"])
+    with pytest.raises(DataError, match=r"val exists and data.val_fraction=0.25 would hold out part of train/"):
+        scan_root(str(photo_root), val_fraction=0.25)
+    with pytest.raises(DataError, match=r"or hold out part of train/: data.val_fraction=0.1\)$"):
+        scan_root(str(root))

@@ -4,6 +4,7 @@ command for one's own ImageNet-layout folder (classes and evaluation sizes deriv
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import subprocess
 
@@ -254,3 +255,31 @@ def test_hub_pretrained_true_says_how_to_pass_weights(name):
     with torch.device("meta"):
         model = torch.hub.load(str(ROOT), name, source="local", pretrained=False, verbose=False)
     assert model.fc.out_features == 1000
+
+
+def test_a_folder_without_val_trains_with_a_recorded_hold_out(own_folder, tmp_path):
+    """data.val_fraction=0.25 on a folder without val/: the held-out files are recorded in the run directory,
+    a resume after new images arrive holds out the same ones (a fresh choice would take more), and evaluate
+    measures on them."""
+    import shutil
+
+    from runs import train
+
+    root = tmp_path / "noval"
+    shutil.copytree(own_folder / "train", root / "train")
+    d = tmp_path / "run"
+    args = ["data=imagenet", f"data.root={root}", "data.backend=torch", "model.num_classes=0", "data.batch_size=8",
+            "data.image_size=32", "data.val_fraction=0.25", "trainer.max_steps_per_epoch=2"]
+    assert train(d, *args, "trainer.epochs=1").returncode == 0
+    recorded = (d / "val_holdout.txt").read_text().splitlines()
+    assert len(recorded) == 10 and all(line.startswith("train/") for line in recorded)  # 1 of 4 in each of 10
+    first = sorted((root / "train" / "n00000000").iterdir())[0]
+    for i in range(4):  # a fresh choice over 8 images would hold out 2 of this class
+        shutil.copy(first, first.with_name(f"new{i}.JPEG"))
+    res = train(d, *args, "trainer.epochs=2")
+    assert res.returncode == 0, res.stderr
+    assert (d / "val_holdout.txt").read_text().splitlines() == recorded
+    [_, second] = records(d, "epoch")
+    out = subprocess.run([PY, "-m", "resnext.evaluate", str(d)], capture_output=True, text=True, env=env(), cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1])["samples"] == 10 and second["val_top1_err"] is not None

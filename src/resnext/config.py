@@ -87,6 +87,7 @@ class DataConfig:
     keep_last_batch: bool = False  # train on an epoch's last partial batch too (fb.resnet.torch's loaders; rounded down to whole BN groups), not drop it
     workers: int = II("resnext.auto_workers:")  # loader processes/threads per rank; default min(8, cores per process - 1); 0 = in the main process
     file_list: str | None = None  # optional "relative/path label" list instead of scanning train/
+    val_fraction: float = 0.0  # JPEG folder without val/: hold out this fraction of each class of train/ for evaluation (chosen by file name, recorded in the run dir); 0 = val/ needed
     synthetic_train: int = 1024  # synthetic data set: training samples
     synthetic_val: int = 256  # synthetic data set: validation samples
     synthetic_size: int = 224  # synthetic data set: image side
@@ -280,6 +281,8 @@ def validate(cfg: DictConfig, world_size: int = 1, cuda: bool = False) -> None:
     for key in ("data.pad", "data.eval_batch_size", "data.workers", "data.color_jitter", "data.lighting"):
         if _get(cfg, key) < 0:
             raise ConfigError(f"{key}={_get(cfg, key)} must be >= 0 (0 = {ZERO_MEANS[key]})")
+    if not 0 <= d.val_fraction < 1:
+        raise ConfigError(f"data.val_fraction={d.val_fraction} must be in [0, 1) (0 = evaluate on val/)")
     micro_batches(cfg, world_size)  # raises ConfigError when the batch does not split
     if m.bn_stats == "first" and not m.get("bn_batch", 0):
         raise ConfigError("model.bn_stats=first takes the running statistics from the first BN group of a step; "

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
@@ -35,6 +36,7 @@ from .data import Placement, build_loaders
 from .engine.dist import init_world, shutdown
 from .engine.loop import evaluate
 from .engine.precision import resolve
+from .engine.rundir import read_holdout
 from .errors import OneLineParser, UserError, fail
 from .loading import CHECKPOINTS, instantiate, open_source, typed_config
 from .plan import RunPlan
@@ -68,7 +70,9 @@ def main(argv: list[str] | None = None) -> None:
                           precision.channels_last, cfg.trainer.seed)
         if args.crops != 1:  # the val loader delivers each image's crops; evaluate averages them
             cfg.data.eval_crops = args.crops
-        loaders = build_loaders(cfg.data, place, cfg.model.num_classes)
+        run_dir = Path(args.weights)  # a run directory's held-out evaluation files (data.val_fraction), as recorded
+        holdout = read_holdout(run_dir) if run_dir.is_dir() else None
+        loaders = build_loaders(cfg.data, place, cfg.model.num_classes, holdout=holdout)
         spec = src.stored or OmegaConf.to_container(cfg.model, resolve=True)
         if not spec.get("num_classes"):  # 0 = "from the data": the plan resolves it
             plan = RunPlan.of(cfg, world.world_size).with_data(cfg, loaders.num_classes, loaders.class_names,

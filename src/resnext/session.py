@@ -22,8 +22,10 @@ from .engine.rundir import (
     INIT_ONLY,
     RunLock,
     check_resume,
+    read_holdout,
     refuse_links,
     saved_config,
+    write_holdout,
     write_text_atomic,
 )
 from .errors import (
@@ -122,7 +124,7 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
     torch.backends.cudnn.benchmark = bool(t.cudnn_benchmark)
     place = Placement(world.rank, world.world_size, world.device, precision.input_dtype,
                       precision.channels_last, t.seed, plan.last_batch_unit)
-    loaders = build_loaders(cfg.data, place, cfg.model.num_classes)
+    loaders = build_loaders(cfg.data, place, cfg.model.num_classes, holdout=read_holdout(run_dir))
     plan = plan.with_data(cfg, loaders.num_classes, loaders.class_names, len(loaders.train))
     rec = model_record(cfg, plan.classes)
     torch.manual_seed(t.seed)  # the same initial weights on every rank
@@ -328,6 +330,8 @@ def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock) -> int:
                                   OmegaConf.to_yaml(saved))
             if saved is None or diff:
                 write_config(cfg, run_dir)
+            if parts.loaders.holdout is not None:
+                write_holdout(run_dir, parts.loaders.holdout)
             start_line(cfg, plan, trainer, world, run_dir, diff, saved)
         try:
             return trainer.run().exit_code

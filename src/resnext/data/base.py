@@ -40,6 +40,7 @@ class Loaders:
     train_size: int  # training samples in the whole data set
     val_size: int  # evaluation samples in the whole data set
     class_names: list[str] | None = None  # names by class index, where the data set has them
+    holdout: list[str] | None = None  # evaluation files held out of train/ (data.val_fraction), relative to data.root
 
 
 @dataclass(frozen=True)

@@ -39,19 +39,29 @@ def pick_backend(backend: str, place: Placement) -> str:
     return backend
 
 
-def open_sources(cfg) -> tuple[ImageSource, ImageSource]:
+def open_sources(cfg, holdout: list[str] | None = None) -> tuple[ImageSource, ImageSource]:
     """The train and val ImageSources of ``cfg.root``: today the JPEG folder layout (root/train/<class>,
-    root/val/<class>, or ``cfg.file_list`` for train). A packed format is recognised here and returns
+    root/val/<class>, or ``cfg.file_list`` for train; without val/, ``cfg.val_fraction`` of train/ held out,
+    ``holdout`` naming the files where a run recorded them). A packed format is recognised here and returns
     its own ImageSource pair; nothing after this point knows the storage format."""
     from .imagenet_folder import scan_root
 
-    return scan_root(cfg.root, cfg.file_list)
+    return scan_root(cfg.root, cfg.file_list, float(cfg.get("val_fraction", 0.0) or 0.0), holdout)
 
 
-def build_imagenet(cfg, place: Placement) -> Loaders:
+def held_out_files(val: ImageSource, cfg) -> list[str] | None:
+    """The evaluation files held out of train/ (relative to data.root) when data.val_fraction chose them."""
+    if not float(cfg.get("val_fraction", 0.0) or 0.0):
+        return None
+    import os
+
+    return sorted(os.path.relpath(val.name(i), os.path.expanduser(cfg.root)) for i in range(len(val)))
+
+
+def build_imagenet(cfg, place: Placement, holdout: list[str] | None = None) -> Loaders:
     """Loaders for an ImageNet-style data set: its sources, served by the chosen backend."""
     interpolation(cfg)  # fail before scanning the folders
-    train, val = open_sources(cfg)
+    train, val = open_sources(cfg, holdout)
     backend = pick_backend(cfg.backend, place)
     w = place.world_size
     batch, eval_batch = per_process(cfg, w)
@@ -70,4 +80,5 @@ def build_imagenet(cfg, place: Placement) -> Loaders:
 
         gpu = backend == "dali_gpu"
         loaders = DaliLoader(train, cfg, place, batch, True, gpu), DaliLoader(val, cfg, place, eval_batch, False, gpu)
-    return Loaders(*loaders, len(train.classes), len(train), len(val), list(train.classes))
+    return Loaders(*loaders, len(train.classes), len(train), len(val), list(train.classes),
+                   held_out_files(val, cfg))

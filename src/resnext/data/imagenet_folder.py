@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,8 @@ def scan_split(root: Path, split: str, classes: list[str] | None = None) -> Fold
     d = root / split
     if not d.is_dir():
         raise DataError(f"{d}: missing; an ImageNet root needs {root}/train/<class>/*.JPEG and "
-                        f"{root}/val/<class>/*.JPEG (see `python -m resnext.data prepare-val`)")
+                        f"{root}/val/<class>/*.JPEG (ImageNet's own val: `python -m resnext.data prepare-val`; "
+                        "or hold out part of train/: data.val_fraction=0.1)")
     found = _class_dirs(d)
     if not found:
         raise DataError(f"{d}: no class folders; expected one folder per class holding JPEG files")
@@ -115,14 +117,53 @@ def read_file_list(root: Path, list_file: str, classes: list[str]) -> FolderSour
     return FolderSource(files, labels, classes, str(path))
 
 
-def scan_root(root: str | None, file_list: str | None = None) -> tuple[FolderSource, FolderSource]:
-    """Train and val samples of an ImageNet-layout root."""
+def held_out(source: FolderSource, root: Path, fraction: float) -> set[str]:
+    """Files (relative to ``root``) to hold out of ``source`` for evaluation: in each class, the
+    round(fraction x n) files (at least 1 of 2 or more) first in the order of a hash of their relative path,
+    so the choice depends on the files' names only, not on the order they were listed in or the machine."""
+    by_class: dict[int, list[str]] = {}
+    for f, label in zip(source.files, source.labels, strict=True):
+        by_class.setdefault(label, []).append(os.path.relpath(f, root))
+    out: set[str] = set()
+    for files in by_class.values():
+        k = min(len(files) - 1, max(1, round(fraction * len(files)))) if len(files) > 1 else 0
+        out |= set(sorted(files, key=lambda rel: hashlib.sha1(rel.encode()).hexdigest())[:k])
+    return out
+
+
+def split_off(source: FolderSource, root: Path, holdout: set[str]) -> tuple[FolderSource, FolderSource]:
+    """(``source`` without the held-out files, the held-out files): training and evaluation samples."""
+    rel = [os.path.relpath(f, root) for f in source.files]
+    missing = holdout - set(rel)
+    if missing:
+        raise DataError(f"{root / 'train'}: {len(missing)} file(s) this run held out for evaluation are gone (e.g. "
+                        f"{sorted(missing)[0]}); restore them, or start a new run (name=...)")
+    def pick(held: bool, where: str) -> FolderSource:
+        idx = [i for i, r in enumerate(rel) if (r in holdout) == held]
+        return FolderSource([source.files[i] for i in idx], [source.labels[i] for i in idx], source.classes, where)
+
+    return pick(False, source.location), pick(True, f"{source.location} (held out: data.val_fraction)")
+
+
+def scan_root(root: str | None, file_list: str | None = None, val_fraction: float = 0.0,
+              holdout: list[str] | None = None) -> tuple[FolderSource, FolderSource]:
+    """Train and val samples of an ImageNet-layout root. Without val/, ``val_fraction`` of each class of
+    train/ is held out for evaluation (``holdout``, the relative paths a run recorded, overrides the choice)."""
     if not root:
         raise DataError("data.root is not set; give the folder holding train/ and val/")
     r = Path(root).expanduser()
     if not r.is_dir():
         raise DataError(f"{r}: data.root does not exist; expected a folder holding train/ and val/")
     try:
+        if val_fraction > 0:
+            if (r / "val").is_dir():
+                raise DataError(f"{r / 'val'} exists and data.val_fraction={val_fraction} would hold out part of "
+                                "train/ instead; set data.val_fraction=0 to evaluate on val/")
+            if file_list:
+                raise DataError("data.val_fraction holds out part of the train/ scan; with data.file_list, give "
+                                "a val/ folder instead")
+            train = scan_split(r, "train")
+            return split_off(train, r, set(holdout) if holdout is not None else held_out(train, r, val_fraction))
         train = scan_split(r, "train")
         val = scan_split(r, "val", train.classes)
         if file_list:

@@ -16,6 +16,21 @@ from ..errors import ConfigError, UserError
 LOCK = ".lock"
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"  # one JSON record per line (engine.logging writes it)
+HOLDOUT = "val_holdout.txt"  # data.val_fraction: the evaluation files held out of train/, one relative path a line
+
+
+def read_holdout(run_dir: Path) -> list[str] | None:
+    """The evaluation files the run held out of train/ (data.val_fraction), or None where it recorded none."""
+    path = run_dir / HOLDOUT
+    if not path.is_file():
+        return None
+    return [line for line in path.read_text().splitlines() if line]
+
+
+def write_holdout(run_dir: Path, files: list[str]) -> None:
+    """Record the held-out files once, so every later start (and evaluate) holds out the same ones."""
+    if not (run_dir / HOLDOUT).exists():
+        write_text_atomic(run_dir / HOLDOUT, "".join(f"{f}\n" for f in files))
 #: Keys that say where and how to run, not what is trained: a resume may change them (they are logged).
 WHERE_AND_HOW = (
     "name", "data.root", "data.workers", "data.backend", "data.eval_batch_size", "trainer.device",
