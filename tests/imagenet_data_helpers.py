@@ -16,9 +16,10 @@ from resnext.data.imagenet_folder import MEAN, STD
 
 
 def cfg(root, backend: str, **kw):
-    """A small data config: 32-pixel crops, jitter and lighting off unless asked."""
+    """A small data config: 32-pixel crops, jitter and lighting off unless asked; no start-up check of the files
+    (data.prescan: these tests are of the loaders, which meet a bad file themselves when the check is off)."""
     base = dict(dataset="imagenet", root=str(root), backend=backend, batch_size=4, image_size=32, val_resize=36,
-                val_crop=32, workers=1, color_jitter=0.0, lighting=0.0)
+                val_crop=32, workers=1, color_jitter=0.0, lighting=0.0, prescan=False)
     return OmegaConf.merge(OmegaConf.structured(DataConfig), {**base, **kw})
 
 

@@ -6,6 +6,7 @@ import os
 import random
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -407,3 +408,33 @@ def test_val_fraction_holds_out_each_class_by_file_name(photo_root, tmp_path):
         scan_root(str(photo_root), val_fraction=0.25)
     with pytest.raises(DataError, match=r"or hold out part of train/: data.val_fraction=0.1\)$"):
         scan_root(str(root))
+
+
+def test_prescan_finds_bad_training_files_by_header_and_ending(photo_root, tmp_path):
+    """The start-up check reads a few kilobytes per file: a truncated JPEG (no end-of-image marker), an empty
+    file, PNG data under a .JPEG name and a header claiming 30,000^2 pixels are named; unchanged files a run
+    found good are not read again."""
+    from resnext.data.prescan import file_problem, prescan
+
+    root = tmp_path / "r"
+    shutil.copytree(photo_root, root)
+    files = sorted(str(f) for f in (root / "train").rglob("*.JPEG"))
+    assert all(file_problem(f) is None for f in files)
+    data = Path(files[0]).read_bytes()
+    cases = {"cut.JPEG": (data[:len(data) // 2], "truncated (no JPEG end-of-image marker)"),
+             "empty.JPEG": (b"", "empty file"),
+             "huge.JPEG": (huge_jpeg(data), "too large an image to decode"),
+             "png.JPEG": (b"\x89PNG\r\n\x1a\n" + data, "PNG data in a .JPEG file")}
+    for name, (content, why) in cases.items():
+        (root / "train" / "n00000000" / name).write_bytes(content)
+        assert file_problem(str(root / "train" / "n00000000" / name)).startswith(why), name
+    said = []
+    good = prescan(files, 2, {}, said.append)
+    assert set(good) == set(files) and said[0] == f"checking {len(files)} training file(s) (headers and endings; 0 known good)"
+    said.clear()
+    assert prescan(files, 2, good, said.append) == good and said == []  # nothing new: nothing read
+    bad = sorted(str(p) for p in (root / "train" / "n00000000").glob("*.JPEG") if p.name in cases)
+    with pytest.raises(DataError, match=r"^4 training file\(s\) cannot be used: .*; \.\.\. \(`python -m resnext.data "
+                                        r"verify` lists them all"):
+        prescan(files + bad, 2, good, said.append)
+    assert said[0].startswith("checking 4 training file(s) (headers and endings; ")

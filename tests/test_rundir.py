@@ -529,3 +529,27 @@ def test_bn_keys_of_a_saved_config_without_a_plan_are_judged_one_by_one():
     saved = compose_config([*base, "trainer.accumulate=3"])
     with pytest.raises(ConfigError, match=r"other settings \(model.bn_batch: 0 -> 8\)"):
         check_resume(saved, compose_config([*base, "trainer.accumulate=2", "model.bn_batch=8"]), [], (1, 1))
+
+
+def test_a_truncated_training_file_is_found_before_the_first_step(tmp_path):
+    """data.prescan (on for JPEG folders): a truncated JPEG ends the start in one line, exit 2, with no run
+    directory left; once removed, the check's result is kept in the run directory and a resume reads only
+    what changed."""
+    from resnext.data.tools import make_fake
+
+    make_fake(tmp_path / "fk", 2, 4, 1, (40, 30))
+    victim = sorted((tmp_path / "fk" / "train" / "n00000001").iterdir())[1]
+    victim.write_bytes(victim.read_bytes()[:300])
+    d = tmp_path / "run"
+    args = ["data=imagenet", f"data.root={tmp_path / 'fk'}", "data.backend=torch", "model.num_classes=0",
+            "data.batch_size=4", "data.image_size=32", "trainer.max_steps_per_epoch=1"]
+    res = train(d, *args, "trainer.epochs=1")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert res.stderr.startswith(f"error: 1 training file(s) cannot be used: {victim}: truncated")
+    assert not d.exists()
+    victim.unlink()
+    res = train(d, *args, "trainer.epochs=1")
+    assert res.returncode == 0 and "checking 7 training file(s) (headers and endings; 0 known good)" in res.stdout
+    assert len(json.loads((d / "prescan.json").read_text())) == 7
+    res = train(d, *args, "trainer.epochs=2")
+    assert res.returncode == 0 and "checking" not in res.stdout, res.stdout

@@ -87,6 +87,7 @@ class DataConfig:
     keep_last_batch: bool = False  # train on an epoch's last partial batch too (fb.resnet.torch's loaders; rounded down to whole BN groups), not drop it
     workers: int = II("resnext.auto_workers:")  # loader processes/threads per rank; default min(8, cores per process - 1); 0 = in the main process
     file_list: str | None = None  # optional "relative/path label" list instead of scanning train/
+    prescan: bool = True  # JPEG folders: check every training file's header and ending before the first step (new or changed files only on a resume)
     val_fraction: float = 0.0  # JPEG folder without val/: hold out this fraction of each class of train/ for evaluation (chosen by file name, recorded in the run dir); 0 = val/ needed
     synthetic_train: int = 1024  # synthetic data set: training samples
     synthetic_val: int = 256  # synthetic data set: validation samples

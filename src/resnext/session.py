@@ -23,9 +23,11 @@ from .engine.rundir import (
     RunLock,
     check_resume,
     read_holdout,
+    read_known_good,
     refuse_links,
     saved_config,
     write_holdout,
+    write_known_good,
     write_text_atomic,
 )
 from .errors import (
@@ -124,7 +126,8 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
     torch.backends.cudnn.benchmark = bool(t.cudnn_benchmark)
     place = Placement(world.rank, world.world_size, world.device, precision.input_dtype,
                       precision.channels_last, t.seed, plan.last_batch_unit)
-    loaders = build_loaders(cfg.data, place, cfg.model.num_classes, holdout=read_holdout(run_dir))
+    loaders = build_loaders(cfg.data, place, cfg.model.num_classes, holdout=read_holdout(run_dir),
+                            known_good=read_known_good(run_dir))
     plan = plan.with_data(cfg, loaders.num_classes, loaders.class_names, len(loaders.train))
     rec = model_record(cfg, plan.classes)
     torch.manual_seed(t.seed)  # the same initial weights on every rank
@@ -332,6 +335,8 @@ def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock) -> int:
                 write_config(cfg, run_dir)
             if parts.loaders.holdout is not None:
                 write_holdout(run_dir, parts.loaders.holdout)
+            if parts.loaders.known_good is not None:
+                write_known_good(run_dir, parts.loaders.known_good)
             start_line(cfg, plan, trainer, world, run_dir, diff, saved)
         try:
             return trainer.run().exit_code

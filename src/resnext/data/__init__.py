@@ -17,9 +17,11 @@ def normalization(dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return {**STATS, "digits": (DIGITS_MEAN, DIGITS_STD)}.get(str(dataset), (MEAN, STD))
 
 
-def build_loaders(cfg, place: Placement, num_classes: int = 1000, holdout: list[str] | None = None) -> Loaders:
+def build_loaders(cfg, place: Placement, num_classes: int = 1000, holdout: list[str] | None = None,
+                  known_good: dict | None = None) -> Loaders:
     """Loaders for ``cfg.dataset`` (the data config subtree); ``num_classes`` sizes synthetic labels;
-    ``holdout``: the evaluation files a run held out of train/ (data.val_fraction), as it recorded them."""
+    ``holdout``: the evaluation files a run held out of train/ (data.val_fraction), as it recorded them;
+    ``known_good``: the training files a run's earlier check found good (data.prescan)."""
     if cfg.dataset == "synthetic" or cfg.backend == "synthetic":
         from .synthetic import build_synthetic
 
@@ -30,4 +32,4 @@ def build_loaders(cfg, place: Placement, num_classes: int = 1000, holdout: list[
         return build_memory(cfg, place)
     from .imagenet import build_imagenet
 
-    return build_imagenet(cfg, place, holdout)
+    return build_imagenet(cfg, place, holdout, known_good)

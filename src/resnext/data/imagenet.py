@@ -58,10 +58,17 @@ def held_out_files(val: ImageSource, cfg) -> list[str] | None:
     return sorted(os.path.relpath(val.name(i), os.path.expanduser(cfg.root)) for i in range(len(val)))
 
 
-def build_imagenet(cfg, place: Placement, holdout: list[str] | None = None) -> Loaders:
-    """Loaders for an ImageNet-style data set: its sources, served by the chosen backend."""
+def build_imagenet(cfg, place: Placement, holdout: list[str] | None = None,
+                   known_good: dict | None = None) -> Loaders:
+    """Loaders for an ImageNet-style data set: its sources (the training files checked first: data.prescan,
+    ``known_good`` the files a run found good before), served by the chosen backend."""
     interpolation(cfg)  # fail before scanning the folders
     train, val = open_sources(cfg, holdout)
+    checked = None
+    if cfg.get("prescan", True) and place.rank == 0 and hasattr(train, "files"):
+        from .prescan import prescan
+
+        checked = prescan(list(train.files), max(8, int(cfg.workers)), known_good or {})
     backend = pick_backend(cfg.backend, place)
     w = place.world_size
     batch, eval_batch = per_process(cfg, w)
@@ -81,4 +88,4 @@ def build_imagenet(cfg, place: Placement, holdout: list[str] | None = None) -> L
         gpu = backend == "dali_gpu"
         loaders = DaliLoader(train, cfg, place, batch, True, gpu), DaliLoader(val, cfg, place, eval_batch, False, gpu)
     return Loaders(*loaders, len(train.classes), len(train), len(val), list(train.classes),
-                   held_out_files(val, cfg))
+                   held_out_files(val, cfg), checked)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import socket
 import tempfile
@@ -16,6 +17,7 @@ from ..errors import ConfigError, UserError
 LOCK = ".lock"
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"  # one JSON record per line (engine.logging writes it)
+PRESCAN = "prescan.json"  # data.prescan: the training files found good, {path: [size, mtime_ns]}
 HOLDOUT = "val_holdout.txt"  # data.val_fraction: the evaluation files held out of train/, one relative path a line
 
 
@@ -25,6 +27,19 @@ def read_holdout(run_dir: Path) -> list[str] | None:
     if not path.is_file():
         return None
     return [line for line in path.read_text().splitlines() if line]
+
+
+def read_known_good(run_dir: Path) -> dict:
+    """The training files an earlier start of the run found good (data.prescan); {} if none or unreadable."""
+    try:
+        known = json.loads((run_dir / PRESCAN).read_text())
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def write_known_good(run_dir: Path, known: dict) -> None:
+    write_text_atomic(run_dir / PRESCAN, json.dumps(known))
 
 
 def write_holdout(run_dir: Path, files: list[str]) -> None:
