@@ -361,3 +361,17 @@ def test_metrics_of_the_wrong_type_are_named_and_skipped(tmp_path):
         f"error: nothing to report: every metrics record is unusable (first: {only_bad / 'metrics.jsonl'}:1: "
         "end field 'status' is 5, expected a string; skipped)")
     assert not (tmp_path / "out2").exists()
+
+
+def test_a_planted_link_among_the_report_files_is_refused(tmp_path):
+    """--out holding report.csv as a symbolic link to another file: refused in one line, the other file intact."""
+    good = write_run(tmp_path / "good", ["+recipe=resnext29_demo_digits"], [start(1), epoch(0, val=20.0, top5=1.0)])
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "precious.txt").write_text("keep")
+    (out / "report.csv").symlink_to(tmp_path / "precious.txt")
+    res = report_cli(good, "--out", out)
+    assert res.returncode == 2 and res.stderr.splitlines() == [
+        f"error: --out {out}: report.csv is a symbolic link; links are not followed (remove it, or give another --out)"]
+    assert (tmp_path / "precious.txt").read_text() == "keep" and not (out / "report.md").exists()
+

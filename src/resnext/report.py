@@ -30,6 +30,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from .engine.rundir import write_text_atomic
 from .errors import EXIT_USER_ERROR, UserError, printable, reports_user_errors
 from .outputs import check_folder
 from .report_runs import Run, find_runs, flat_settings  # noqa: F401  (re-exported: the report's public names)
@@ -205,11 +206,15 @@ def write_report(runs: list[Run], out: Path) -> tuple[str, list[str]]:
     from .report_groups import with_seed_groups
     from .report_plots import FIGURES
 
+    links = [name for name in ("report.md", "report.csv", *FIGURES) if (out / name).is_symlink()]
+    if links:  # on a shared disk a planted link would send the report over another file
+        raise UserError(f"--out {out}: {links[0]} is a symbolic link; links are not followed (remove it, or "
+                        "give another --out)")
     rows = [summarize(r) for r in runs]
     table_rows = with_seed_groups(runs, rows)
     table = markdown(table_rows)
-    (out / "report.md").write_text(table + "\n")
-    (out / "report.csv").write_text(to_csv(table_rows))
+    write_text_atomic(out / "report.md", table + "\n")  # a rename: replaces what is there, follows nothing
+    write_text_atomic(out / "report.csv", to_csv(table_rows))
     written = ["report.md", "report.csv"]
     for filename, draw in FIGURES.items():
         target = out / filename
