@@ -105,3 +105,16 @@ def test_the_tools_own_options_go_anywhere_and_precision_defaults_to_the_trainer
     assert capsys.readouterr().err == ("error: --precision 'fp33' is not valid; choose from auto, fp32, bf16, fp16 "
                                        "(comma list)\n")
     assert not (tmp_path / "r.json").exists()
+
+
+def test_the_one_way_to_make_a_trainer_validates_as_train_py(tmp_path):
+    """session.build (what the benchmarks and tests use) refuses what train.py refuses, before building."""
+    from resnext.compose import compose_config
+    from resnext.engine.dist import init_world
+    from resnext.errors import ConfigError
+    from resnext.session import build
+
+    cfg = compose_config(["+recipe=resnext29_demo_digits", "data.pad=-3"])
+    with pytest.raises(ConfigError, match="data.pad=-3 must be >= 0"):
+        build(cfg, init_world("cpu"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

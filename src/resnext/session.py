@@ -165,7 +165,10 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
 
 
 def build(cfg: DictConfig, world: World, run_dir: Path) -> Trainer:
-    """The Trainer of a run directory (resumed from its checkpoint if it has one), its log open on rank 0."""
+    """The Trainer of a run directory (resumed from its checkpoint if it has one), its log open on rank 0:
+    the config validated and every part built as a train.py start builds them (benchmarks and tests use
+    this; train.py adds the lock, the resume checks and the start line around the same build_parts)."""
+    validate(cfg, world.world_size, torch.cuda.is_available())
     state, corrupt = load_state(run_dir, world)
     parts, opts, _ = build_parts(cfg, world, run_dir, state, RunPlan.of(cfg, world.world_size))
     set_aside(corrupt, world)
