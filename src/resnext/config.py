@@ -96,6 +96,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
+    name: str = "sgd"  # sgd (momentum, Nesterov) | adamw (decoupled weight decay: torch.optim.AdamW)
     lr: float = 0.1  # learning rate for a global batch of ref_batch images (linear scaling rule)
     ref_batch: int = 256  # batch the base lr is quoted for: lr_used = lr * batch_size / ref_batch
     momentum: float = 0.9  # SGD momentum
@@ -104,6 +105,9 @@ class OptimConfig:
     no_decay: str = "none"  # parameters without weight decay: none | bn_and_bias | bn | bn_named (resnext.optim)
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     foreach: bool | None = None  # multi-tensor SGD update; null = PyTorch's choice (on GPU only: 7% slower on CPU)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw: running-average factors of the gradient and its square
+    eps: float = 1.0e-8  # adamw: added to the root of the squared-gradient average
+    clip_grad_norm: float = 0.0  # clip the gradient's global L2 norm to this before each step (fp16: after unscaling); 0 = off
     fused: bool | None = None  # one fused SGD kernel (fp16 loss scaling then unscales and skips on the device, no per-step host sync); null = on CUDA
 
 
@@ -197,6 +201,7 @@ CHOICES = {
     "schedule.name": ("step", "cosine"),
     "schedule.granularity": ("step", "epoch"),
     "optim.no_decay": NO_DECAY,
+    "optim.name": ("sgd", "adamw"),
     "trainer.device": ("auto", "cpu", "cuda"),
     "trainer.precision": ("auto", "fp32", "bf16", "fp16"),
     "trainer.channels_last": ("auto", "true", "false"),
@@ -284,6 +289,10 @@ def validate(cfg: DictConfig, world_size: int = 1, cuda: bool = False) -> None:
             raise ConfigError(f"{key}={_get(cfg, key)} must be >= 0 (0 = {ZERO_MEANS[key]})")
     if not 0 <= d.val_fraction < 1:
         raise ConfigError(f"data.val_fraction={d.val_fraction} must be in [0, 1) (0 = evaluate on val/)")
+    if o.clip_grad_norm < 0:
+        raise ConfigError(f"optim.clip_grad_norm={o.clip_grad_norm} must be >= 0 (0 = no clipping)")
+    if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+        raise ConfigError(f"optim.betas={list(o.betas)} must be two factors in [0, 1), e.g. [0.9, 0.999]")
     micro_batches(cfg, world_size)  # raises ConfigError when the batch does not split
     if m.bn_stats == "first" and not m.get("bn_batch", 0):
         raise ConfigError("model.bn_stats=first takes the running statistics from the first BN group of a step; "

@@ -1,4 +1,5 @@
-"""The optimizer: SGD (momentum, Nesterov) with the weight-decay exemptions a recipe names (optim.no_decay)."""
+"""The optimizer: SGD (momentum, Nesterov) or AdamW, with the weight-decay exemptions a recipe names
+(optim.no_decay)."""
 
 from __future__ import annotations
 
@@ -53,14 +54,19 @@ def use_fused(fused: bool | None, device: torch.device) -> bool:
     return device.type == "cuda" if fused is None else bool(fused)
 
 
-def build_optimizer(cfg, model: nn.Module, batch_size: int) -> torch.optim.SGD:
-    """SGD for the optim config subtree; its lr is the scaled base lr (the schedule multiplies it)."""
+def build_optimizer(cfg, model: nn.Module, batch_size: int) -> torch.optim.Optimizer:
+    """SGD (or AdamW: optim.name) for the optim config subtree; its lr is the scaled base lr (the schedule
+    multiplies it); weight decay per group as optim.no_decay says (AdamW's decoupled from the gradient)."""
     lr = scaled_lr(cfg.lr, batch_size, cfg.ref_batch)
     groups = param_groups(model, cfg.weight_decay, str(cfg.no_decay))
     device = next(model.parameters()).device
     fused = use_fused(cfg.get("fused"), device)
-    opt = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                          foreach=None if fused else cfg.foreach, fused=fused or None)
+    if str(cfg.get("name", "sgd")) == "adamw":
+        opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                                foreach=None if fused else cfg.foreach, fused=fused or None)
+    else:
+        opt = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                              foreach=None if fused else cfg.foreach, fused=fused or None)
     for g in opt.param_groups:
         g["base_lr"] = lr
     prime_momentum(opt)
@@ -73,7 +79,7 @@ def prime_momentum(opt: torch.optim.Optimizer) -> None:
     that step (an overflow, usual at the initial scale) they stay garbage and the next step reads them as
     momentum (seen on CPU: weights of 1e17 after one skipped and one clean step). With zeros the first real
     step computes momentum * 0 + grad = grad exactly, as an unprimed first step does (dampening 0)."""
-    if not opt.defaults.get("fused"):
+    if not opt.defaults.get("fused") or not isinstance(opt, torch.optim.SGD):
         return
     for g in opt.param_groups:
         if g["momentum"] == 0:

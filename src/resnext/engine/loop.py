@@ -47,7 +47,7 @@ class Outcome(enum.Enum):
 
 
 #: Optimizer settings a resume with an accepted ``optim.*`` change takes from the new config.
-OPTIM_SETTINGS = ("base_lr", "momentum", "nesterov", "weight_decay", "dampening")
+OPTIM_SETTINGS = ("base_lr", "momentum", "nesterov", "weight_decay", "dampening", "betas", "eps")
 
 
 @dataclass
@@ -63,6 +63,7 @@ class FitOptions:
     described: dict = field(default_factory=dict)  # the input the model expects (recipe, data config, class names)
     micro_batches: int = 1  # gradient accumulation: the per-process batch is split into this many
     batch: int = 0  # images per step in each process (RunPlan.batch); a smaller one is an epoch's kept last batch
+    clip_grad_norm: float = 0.0  # optim.clip_grad_norm: the gradient's global norm is clipped to this; 0 = off
     reset_optimizer: bool = False  # a resume takes lr/momentum/decay from the config, not the checkpoint
 
 
@@ -90,9 +91,11 @@ class Progress:
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
-               scaler: torch.amp.GradScaler, precision: Precision, criterion: nn.Module, micro: int = 1):
+               scaler: torch.amp.GradScaler, precision: Precision, criterion: nn.Module, micro: int = 1,
+               clip: float = 0.0):
     """One optimizer step in the one precision path, over ``micro`` micro-batches of the batch (gradient
-    accumulation: DDP all-reduces on the last only); returns (loss, logits) of the batch, on the device."""
+    accumulation: DDP all-reduces on the last only), the gradient's global norm clipped to ``clip`` (> 0;
+    unscaled first under fp16); returns (loss, logits) of the batch, on the device."""
     optimizer.zero_grad(set_to_none=True)
     if micro == 1:
         with precision.autocast():
@@ -112,6 +115,9 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: to
             losses.append(part.detach())
             outs.append(out.detach())
         loss, logits = torch.stack(losses).mean(), torch.cat(outs)
+    if clip > 0:
+        scaler.unscale_(optimizer)  # fp16: the true gradient (and the overflow check) before its norm is taken
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
     scaler.step(optimizer)  # fp16: skips the update when gradients overflowed (not a failure)
     scaler.update()
     return loss, logits
@@ -262,7 +268,7 @@ class Trainer:
                 g["lr"] = base * factor
             with groups_of_a_partial_batch(self.model, y.shape[0], self.o.batch or y.shape[0]):
                 loss, logits = train_step(self.model, x, y, self.opt, self.scaler, self.precision, self.criterion,
-                                          self.o.micro_batches)
+                                          self.o.micro_batches, self.o.clip_grad_norm)
             self.meter.update(loss, logits, y)
             images = y.shape[0] * self.world.world_size  # every rank steps on an equal share (ShardPlan)
             epoch_images += images
