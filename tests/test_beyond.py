@@ -82,3 +82,36 @@ def test_bad_values_are_one_line(override, message):
     with pytest.raises(ConfigError, match=f"^{message.replace('[', '.').replace(']', '.').replace('(', '.').replace(')', '.')}"):
         validate(compose_config(["+recipe=resnext29_demo_digits", override]))
 
+
+
+def test_drop_path_rates_rise_linearly_and_drop_whole_residual_branches():
+    """model.drop_path: block i of n drops its residual branch with rate x i / (n - 1) (timm's ResNet), per
+    sample, kept branches scaled by 1 / keep (torchvision.ops.stochastic_depth, "row"); evaluation and rate 0
+    leave the network as it was; the same seed draws the same masks (resumable from the RNG state)."""
+    from torchvision.ops import stochastic_depth
+
+    from resnext.models.blocks import Bottleneck
+
+    model = build_model("resnext50_32x4d", num_classes=10, drop_path=0.2)
+    rates = [m.drop_path for m in model.modules() if isinstance(m, Bottleneck)]
+    assert len(rates) == 16 and rates[0] == 0 and rates[-1] == pytest.approx(0.2)
+    assert rates == pytest.approx([0.2 * i / 15 for i in range(16)])
+    torch.manual_seed(0)
+    block = build_model("resnext29_8x64d", num_classes=10, cardinality=2, width=2, drop_path=0.5).layer3[-1]
+    assert block.drop_path == 0.5
+    x = torch.randn(64, block.conv1.in_channels, 4, 4)
+    block.train()
+    branch = block.transform(x)
+    torch.manual_seed(3)
+    got = block(x)
+    torch.manual_seed(3)
+    want = torch.relu(stochastic_depth(branch, 0.5, "row", training=True) + x)  # the oracle, same draws
+    assert torch.allclose(got, want, atol=1e-6)
+    dropped = [torch.allclose(got[i], torch.relu(x[i]), atol=1e-6) for i in range(64)]
+    assert 16 < sum(dropped) < 48  # about half the samples lost the branch, the rest kept it scaled x2
+    block.eval()
+    assert torch.allclose(block(x), torch.relu(block.transform(x) + x), atol=1e-6)  # evaluation: no drop
+    plain = build_model("resnext50_32x4d", num_classes=10)
+    assert all(m.drop_path == 0 for m in plain.modules() if isinstance(m, Bottleneck))
+    with pytest.raises(ValueError, match="drop_path must be in"):
+        build_model("resnext50_32x4d", drop_path=1.0)

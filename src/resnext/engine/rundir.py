@@ -201,7 +201,8 @@ def changes(saved: DictConfig, new: DictConfig) -> dict[str, tuple]:
 
 #: Model keys that only say how a network starts: changing them on a resume changes nothing built (accepted
 #: like any other change of what was trained); every other model key makes another network.
-INIT_ONLY = ("model.zero_init_last_bn", "model.zero_fc_bias", "model.init_mode")
+INIT_ONLY = ("model.zero_init_last_bn", "model.zero_fc_bias", "model.init_mode",
+             "model.drop_path")  # (and how it trains: stochastic depth has no weights of its own)
 #: Keys that together with the world size fix how many images each BN statistic covers: a resume judges
 #: them by that effect (the same count: where/how; another: a change of what is trained).
 BN_GROUPING = ("model.bn_batch", "trainer.accumulate", "trainer.max_micro_batch")

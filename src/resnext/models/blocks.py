@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+from torchvision.ops import stochastic_depth
 
 
 def group_width(planes: int, cardinality: int, width: int) -> int:
@@ -37,6 +38,12 @@ def build_stages(net: nn.Module, in_ch: int, plan: Sequence[tuple[int, int]],
     return in_ch
 
 
+def drop_path_rates(blocks: int, rate: float) -> list[float]:
+    """Stochastic depth's per-block rates: linear from 0 at the first block to ``rate`` at the last, as timm's
+    ResNet spreads drop_path_rate (rate x index / (blocks - 1))."""
+    return [rate * i / max(blocks - 1, 1) for i in range(blocks)]
+
+
 def add_imagenet_stem(net: nn.Module) -> None:
     """The ImageNet stem every family shares: 7x7/2 conv to 64 channels, BN, ReLU, 3x3/2 max pool
     (torchvision's names: conv1, bn1, relu, maxpool)."""
@@ -58,7 +65,9 @@ class Bottleneck(nn.Module):
     """Form (c): 1x1 -> 3x3 grouped (groups = C, carries the stride) -> 1x1, BN after each conv.
 
     Parameter names follow torchvision's ``Bottleneck`` so that state dicts are interchangeable.
-    With ``shortcut=False`` the block returns ReLU(transformation) alone (the paper's ablation).
+    With ``shortcut=False`` the block returns ReLU(transformation) alone (the paper's ablation). With
+    ``drop_path`` > 0 (stochastic depth, training only) each sample's residual branch is dropped with that
+    probability and kept ones scaled by 1 / (1 - drop_path) (torchvision.ops.stochastic_depth, "row").
     """
 
     expansion = 4
@@ -71,9 +80,11 @@ class Bottleneck(nn.Module):
         cardinality: int = 1,
         width: int = 64,
         shortcut: bool = True,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         mid = group_width(planes, cardinality, width)
+        self.drop_path = drop_path
         out_ch = planes * self.expansion
         self.out_channels = out_ch
         self.conv1 = nn.Conv2d(in_ch, mid, 1, bias=False)
@@ -96,6 +107,8 @@ class Bottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.transform(x)
         if self.shortcut:
+            if self.drop_path > 0 and self.training:
+                out = stochastic_depth(out, self.drop_path, "row", training=True)
             out = out + (x if self.downsample is None else self.downsample(x))
         return self.relu(out)
 
@@ -179,6 +192,7 @@ class _SplitBlock(nn.Module):
         self.paths = _paths_from(block)
         self.bn3 = _slice_bn(block.bn3, 0, block.bn3.num_features)
         self.shortcut = block.shortcut
+        self.drop_path = block.drop_path
         self.downsample = None
         if block.downsample is not None:
             conv, bn = block.downsample
@@ -192,6 +206,8 @@ class _SplitBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn3(self.aggregate([p(x) for p in self.paths]))
         if self.shortcut:
+            if self.drop_path > 0 and self.training:
+                out = stochastic_depth(out, self.drop_path, "row", training=True)
             out = out + (x if self.downsample is None else self.downsample(x))
         return self.relu(out)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .blocks import Bottleneck, build_stages, check_shape, init_weights
+from .blocks import Bottleneck, build_stages, check_shape, drop_path_rates, init_weights
 from .family import ModelConfig
 from .imagenet import shape_name
 
@@ -24,6 +24,7 @@ class CifarResNeXtConfig(ModelConfig):
     zero_init_last_bn: bool = False  # start every block's last BN gamma at 0
     shortcut: bool = True  # false: remove all shortcuts (the paper's residual ablation)
     zero_fc_bias: bool = False  # start the classifier's bias at 0 (the official code), else PyTorch's uniform init
+    drop_path: float = 0.0  # stochastic depth: the last block's per-sample rate of dropping its residual branch in training, linear from 0 over the blocks; 0 = off
 
 
 @dataclass
@@ -64,6 +65,7 @@ class CifarResNeXt(nn.Module):
         zero_init_last_bn: bool = False,
         shortcut: bool = True,
         zero_fc_bias: bool = False,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         if depth < 11 or (depth - 2) % 9 != 0:
@@ -74,8 +76,12 @@ class CifarResNeXt(nn.Module):
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
 
+        if not 0 <= drop_path < 1:
+            raise ValueError(f"drop_path must be in [0, 1), got {drop_path!r}")
+        rates = iter(drop_path_rates(3 * n, drop_path))
+
         def block(in_ch: int, planes: int, stride: int, *_) -> nn.Module:
-            return Bottleneck(in_ch, planes, stride, cardinality, width, shortcut)
+            return Bottleneck(in_ch, planes, stride, cardinality, width, shortcut, next(rates))
 
         in_ch = build_stages(self, 64, [(n, 64), (n, 128), (n, 256)], block)
         self.avgpool = nn.AdaptiveAvgPool2d(1)

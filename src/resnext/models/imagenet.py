@@ -14,6 +14,7 @@ from .blocks import (
     add_imagenet_stem,
     build_stages,
     check_shape,
+    drop_path_rates,
     init_weights,
 )
 from .family import ModelConfig
@@ -39,6 +40,7 @@ class ResNeXtConfig(ModelConfig):
     zero_init_last_bn: bool = False  # start every block's last BN gamma at 0
     shortcut: bool = True  # false: remove all shortcuts (the paper's residual ablation)
     init_mode: str = "fan_out"  # Kaiming normal of the convs: fan_out (torchvision, Torch code) | fan_in (NVIDIA)
+    drop_path: float = 0.0  # stochastic depth: the last block's per-sample rate of dropping its residual branch in training, linear from 0 over the blocks (timm's drop_path_rate); 0 = off
 
 
 def shape_name(family: str, depth: int, cardinality: int, width: int) -> str:
@@ -97,6 +99,7 @@ class ResNeXt(nn.Module):
         shortcut: False drops every shortcut (the paper's residual ablation).
         init_mode: Kaiming normal mode of the convs, "fan_out" (torchvision, fb.resnet.torch) or "fan_in"
             (NVIDIA DeepLearningExamples' default ``--conv_init``).
+        drop_path: stochastic depth rate of the last block, linear from 0 over the blocks (training only).
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class ResNeXt(nn.Module):
         zero_init_last_bn: bool = False,
         shortcut: bool = True,
         init_mode: str = "fan_out",
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         if depth not in STAGES:
@@ -117,8 +121,12 @@ class ResNeXt(nn.Module):
             raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
         add_imagenet_stem(self)
 
+        if not 0 <= drop_path < 1:
+            raise ValueError(f"drop_path must be in [0, 1), got {drop_path!r}")
+        rates = iter(drop_path_rates(sum(STAGES[depth]), drop_path))
+
         def block(in_ch: int, planes: int, stride: int, *_) -> nn.Module:
-            return Bottleneck(in_ch, planes, stride, cardinality, width, shortcut)
+            return Bottleneck(in_ch, planes, stride, cardinality, width, shortcut, next(rates))
 
         in_ch = build_stages(self, 64, list(zip(STAGES[depth], PLANES, strict=True)), block)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
