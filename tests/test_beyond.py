@@ -115,3 +115,53 @@ def test_drop_path_rates_rise_linearly_and_drop_whole_residual_branches():
     assert all(m.drop_path == 0 for m in plain.modules() if isinstance(m, Bottleneck))
     with pytest.raises(ValueError, match="drop_path must be in"):
         build_model("resnext50_32x4d", drop_path=1.0)
+
+
+@pytest.mark.parametrize("every, warmup", [(1, 0), (2, 3)])
+def test_weight_ema_is_averaged_model_with_ema_over_parameters_and_buffers(every, warmup):
+    """trainer.ema_decay: the average after each step equals torch.optim.swa_utils.AveragedModel with
+    get_ema_multi_avg_fn and use_buffers=True, updated every ``every`` steps and restarted (n_averaged = 0)
+    while the warmup lasts, as torchvision's reference drives it."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from resnext.engine.ema import WeightEMA
+
+    model = tiny()
+    ema = WeightEMA(model, 0.9, every, warmup)
+    oracle = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(1, 9):
+        x, y = batch(step)
+        opt.zero_grad()
+        nn.CrossEntropyLoss()(model(x), y).backward()  # training mode: BN buffers move too
+        opt.step()
+        ema.update(model, step)
+        if step % every == 0:
+            if step <= warmup:
+                oracle.n_averaged.fill_(0)
+            oracle.update_parameters(model)
+    want = oracle.module.state_dict()
+    got = ema.module.state_dict()
+    assert got.keys() == want.keys()
+    for k in want:
+        assert torch.allclose(got[k].float(), want[k].float(), atol=1e-6), k
+    assert not torch.equal(got["fc.weight"], model.state_dict()["fc.weight"])  # an average, not a copy
+
+
+@pytest.mark.slow
+def test_ema_is_evaluated_saved_and_resumed_exactly(tmp_path):
+    """A run with trainer.ema_decay: each evaluation reports the EMA's errors too; stopped after one epoch and
+    resumed, its EMA (and model) end bit for bit as the uninterrupted run's."""
+    from runs import records, train
+
+    run = ["trainer.ema_decay=0.8", "trainer.ema_every=2", "trainer.max_steps_per_epoch=3"]
+    assert train(tmp_path / "straight", *run, "trainer.epochs=2").returncode == 0
+    assert train(tmp_path / "resumed", *run, "trainer.epochs=1").returncode == 0
+    res = train(tmp_path / "resumed", *run, "trainer.epochs=2")
+    assert res.returncode == 0, res.stderr
+    assert "EMA top-1 error" in res.stdout
+    assert all(r["val_ema_top1_err"] is not None for r in records(tmp_path / "resumed", "epoch"))
+    a, b = (torch.load(tmp_path / d / "checkpoints" / "last.pt", weights_only=True) for d in ("straight", "resumed"))
+    assert a["ema"]["updates"] == b["ema"]["updates"] == 3  # steps 2, 4, 6
+    assert all(torch.equal(a["ema"]["module"][k], b["ema"]["module"][k]) for k in a["ema"]["module"])
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

@@ -134,6 +134,9 @@ class TrainerConfig:
     compile: bool = False  # torch.compile the model
     sync_bn: bool = False  # SyncBatchNorm across ranks (CUDA only)
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
+    ema_decay: float = 0.0  # exponential moving average of the weights and BN buffers, evaluated and saved beside the model: avg = decay * avg + (1 - decay) * w per update; 0 = off
+    ema_every: int = 1  # optimizer steps between EMA updates (torchvision's --model-ema-steps)
+    ema_warmup_epochs: float = 0.0  # the EMA copies the weights until this many epochs are done (torchvision restarts it during the lr warmup)
     log_every: int = 50  # steps between metrics.jsonl/TensorBoard step records (the only loss syncs)
     progress: bool = True  # tqdm progress bar on rank 0
     threads: int = 0  # CPU threads per process (torch.set_num_threads); 0 = OMP_NUM_THREADS, else cores - workers
@@ -289,6 +292,9 @@ def validate(cfg: DictConfig, world_size: int = 1, cuda: bool = False) -> None:
             raise ConfigError(f"{key}={_get(cfg, key)} must be >= 0 (0 = {ZERO_MEANS[key]})")
     if not 0 <= d.val_fraction < 1:
         raise ConfigError(f"data.val_fraction={d.val_fraction} must be in [0, 1) (0 = evaluate on val/)")
+    if not 0 <= t.ema_decay < 1 or t.ema_every < 1 or t.ema_warmup_epochs < 0:
+        raise ConfigError(f"trainer.ema_decay={t.ema_decay} must be in [0, 1) (0 = off), trainer.ema_every="
+                          f"{t.ema_every} >= 1 and trainer.ema_warmup_epochs={t.ema_warmup_epochs} >= 0")
     if o.clip_grad_norm < 0:
         raise ConfigError(f"optim.clip_grad_norm={o.clip_grad_norm} must be >= 0 (0 = no clipping)")
     if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):

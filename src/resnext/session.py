@@ -161,7 +161,8 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
         checkpoint_every_minutes=t.checkpoint_every_minutes, label_smoothing=cfg.optim.label_smoothing,
         fail_on_nonfinite=t.fail_on_nonfinite, hparams=flat_hparams(cfg), model_config=rec,
         described=describe(cfg, plan.class_names), micro_batches=plan.micro_batches, batch=plan.batch,
-        clip_grad_norm=float(cfg.optim.get("clip_grad_norm", 0.0)))
+        clip_grad_norm=float(cfg.optim.get("clip_grad_norm", 0.0)), ema_decay=float(t.ema_decay),
+        ema_every=int(t.ema_every), ema_warmup_steps=round(float(t.ema_warmup_epochs) * plan.steps_per_epoch))
     return Parts(wrapped, model, loaders, optimizer, schedule, precision), opts, plan
 
 

@@ -21,6 +21,7 @@ from ..optim import prime_momentum
 from ..schedule import Schedule
 from . import checkpoint as ckpt
 from .dist import World, all_reduce_max
+from .ema import WeightEMA
 from .logging import RunLog
 from .metrics import Meter
 from .precision import Precision
@@ -64,6 +65,9 @@ class FitOptions:
     micro_batches: int = 1  # gradient accumulation: the per-process batch is split into this many
     batch: int = 0  # images per step in each process (RunPlan.batch); a smaller one is an epoch's kept last batch
     clip_grad_norm: float = 0.0  # optim.clip_grad_norm: the gradient's global norm is clipped to this; 0 = off
+    ema_decay: float = 0.0  # trainer.ema_decay: a moving average of the weights beside the model; 0 = none
+    ema_every: int = 1  # optimizer steps between its updates
+    ema_warmup_steps: int = 0  # steps during which it copies the weights
     reset_optimizer: bool = False  # a resume takes lr/momentum/decay from the config, not the checkpoint
 
 
@@ -170,6 +174,8 @@ class Trainer:
         self.step_dev = torch.zeros((), dtype=torch.long, device=world.device)
         # CPU: a sync every step costs nothing; GPU: only at logging intervals, keeping the GPU fed
         self.sync_every = 1 if world.device.type == "cpu" else opts.log_every
+        self.ema = (WeightEMA(self.raw, opts.ema_decay, opts.ema_every, opts.ema_warmup_steps)
+                    if opts.ema_decay > 0 else None)  # evaluated and saved beside the model
         self.resumed = resume is not None  # this start continues a checkpoint
         self.written_by = world.world_size  # processes of the start that wrote the checkpoint resumed from
         if resume is not None:
@@ -179,6 +185,8 @@ class Trainer:
     def _restore(self, state: dict) -> None:
         """Continue from a checkpoint (its model_config already checked against this run's)."""
         self.raw.load_state_dict(state["model"])
+        if self.ema is not None and state.get("ema") is not None:  # (turned on at this resume: starts as a copy)
+            self.ema.load_state_dict(state["ema"])
         fresh = [{k: g[k] for k in OPTIM_SETTINGS if k in g} for g in self.opt.param_groups]
         self.opt.load_state_dict(state["optimizer"])
         prime_momentum(self.opt)  # a checkpoint from before the first step holds no momentum buffers
@@ -210,6 +218,8 @@ class Trainer:
                      "scaler": self.scaler.state_dict(), "progress": vars(self.state).copy(),
                      "per_rank": per_rank, "model_config": self.o.model_config, "described": self.o.described,
                      "world_size": self.world.world_size}
+            if self.ema is not None:
+                state["ema"] = self.ema.state_dict()
             path = self.ckpt_dir / ckpt.LAST
             try:
                 ckpt.atomic_save(state, path, keep_previous=True)
@@ -278,6 +288,8 @@ class Trainer:
             self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss), self.step_dev, self.first_bad)
             s.step_in_epoch += 1
             s.global_step += 1
+            if self.ema is not None:
+                self.ema.update(self.raw, s.global_step)
             steps_since_log += 1
             self.log.advance()
 
@@ -335,6 +347,10 @@ class Trainer:
             if is_best:
                 s.best_top1 = val["top1_err"]
             msg = f"val top-1 error {val['top1_err']:.2f}%  top-5 {val['top5_err']:.2f}%  ({val['samples']} images)"
+            if self.ema is not None:
+                ema = evaluate(self.ema.module, self.loaders.val, self.precision)
+                rec.update(val_ema_top1_err=ema["top1_err"], val_ema_top5_err=ema["top5_err"])
+                msg += f"; EMA top-1 error {ema['top1_err']:.2f}%"
         rec.update(epoch_time=epoch_time, images_per_s=self.epoch_images_per_s)
         self.log.record("epoch", **rec)
         self.log.print(f"epoch {s.epoch + 1}/{self.o.epochs}: train loss {train['loss']:.4f}, train top-1 error "
