@@ -165,3 +165,49 @@ def test_ema_is_evaluated_saved_and_resumed_exactly(tmp_path):
     assert a["ema"]["updates"] == b["ema"]["updates"] == 3  # steps 2, 4, 6
     assert all(torch.equal(a["ema"]["module"][k], b["ema"]["module"][k]) for k in a["ema"]["module"])
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+@pytest.mark.parametrize("kind", ["mixup", "cutmix"])
+def test_mixup_and_cutmix_are_torchvisions_given_the_same_draws(kind):
+    """engine.mix on one group spanning the batch equals torchvision.transforms.v2.MixUp / CutMix given the
+    same lam (and box centre): images and soft targets, bit for bit."""
+    from torchvision.transforms import v2
+
+    from resnext.engine.mix import Draw, mix
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(6, 3, 20, 24, generator=g), torch.randint(0, 5, (6,), generator=g)
+    tv = (v2.MixUp if kind == "mixup" else v2.CutMix)(alpha=1.0, num_classes=5)
+    torch.manual_seed(7)
+    want_x, want_y = tv(x, y)
+    torch.manual_seed(7)  # the same draws, in torchvision's order
+    lam = float(torch.distributions.Beta(torch.tensor([1.0]), torch.tensor([1.0])).sample(()))
+    d = Draw(False, lam) if kind == "mixup" else Draw(True, lam, int(torch.randint(24, (1,))), int(torch.randint(20, (1,))))
+    got_x, got_y = mix(x, y, d, 5, 6)
+    assert torch.equal(got_x, want_x) and torch.equal(got_y, want_y)
+    assert not torch.equal(got_x, x)
+
+
+def test_mix_partners_stay_in_their_bn_group_and_draws_do_not_depend_on_the_split():
+    """Each image mixes with its neighbour inside its BN group, so the per-process halves of a global batch mix
+    exactly as the whole; a step's draw is a function of (seed, epoch, step)."""
+    from resnext.engine.mix import Mixer
+
+    mixer = Mixer(0.2, 1.0, 10, 4, seed=3)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g)
+    draws = [mixer.draw(2, step, 8, 8) for step in range(40)]
+    assert draws == [mixer.draw(2, step, 8, 8) for step in range(40)]
+    assert {d.cutmix for d in draws} == {True, False} and all(0 <= d.lam <= 1 for d in draws)
+    for d in draws[:6]:
+        whole = mixer(x, y, d)
+        halves = [mixer(x[i:i + 8], y[i:i + 8], d) for i in (0, 8)]
+        assert torch.equal(torch.cat([h[0] for h in halves]), whole[0])
+        assert torch.equal(torch.cat([h[1] for h in halves]), whole[1])
+    d = Mixer(1.0, 0.0, 10, 4, seed=3).draw(0, 0, 8, 8)
+    mixed, soft = Mixer(1.0, 0.0, 10, 4, seed=3)(x, y, d)
+    one_hot = torch.nn.functional.one_hot(y, 10).float()
+    for i in range(16):  # the partner: the previous image of the group of 4, the first takes the last
+        partner = i - 1 if i % 4 else i + 3
+        assert torch.allclose(soft[i], d.lam * one_hot[i] + (1 - d.lam) * one_hot[partner])
+        assert torch.allclose(mixed[i], d.lam * x[i] + (1 - d.lam) * x[partner], atol=1e-6)

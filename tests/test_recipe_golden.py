@@ -18,7 +18,8 @@ MACHINE = {"data.workers"}  # resolved from this machine's cores, not from the r
 #: Keys added after the record, with the value that leaves their method off (every recipe not using it).
 OFF: dict[str, object] = {"optim.name": "sgd", "optim.betas": [0.9, 0.999], "optim.eps": 1.0e-8,
                           "optim.clip_grad_norm": 0.0, "model.drop_path": 0.0,
-                          "trainer.ema_decay": 0.0, "trainer.ema_every": 1, "trainer.ema_warmup_epochs": 0.0}
+                          "trainer.ema_decay": 0.0, "trainer.ema_every": 1, "trainer.ema_warmup_epochs": 0.0,
+                          "data.mixup_alpha": 0.0, "data.cutmix_alpha": 0.0}
 
 
 def flat(node, prefix: str = "") -> dict:

@@ -82,6 +82,8 @@ class DataConfig:
     min_aspect: float = 0.75  # smallest crop aspect ratio (the largest is its inverse)
     color_jitter: float = 0.4  # brightness/contrast/saturation jitter strength; 0 = off
     lighting: float = 0.1  # std of AlexNet-style PCA lighting noise; 0 = off
+    mixup_alpha: float = 0.0  # Mixup: each training image blended with its BN-group neighbour, weight ~ Beta(alpha, alpha) per step, targets likewise; 0 = off
+    cutmix_alpha: float = 0.0  # CutMix: a box of the neighbour pasted in, lam ~ Beta(alpha, alpha) per step (with Mixup on too, one of them per step, even odds); 0 = off
     pad: int = 4  # in-memory sets (CIFAR, digits): zero padding before the random crop
     flip: bool = True  # random horizontal flip (off for digits, whose mirror images are not digits)
     keep_last_batch: bool = False  # train on an epoch's last partial batch too (fb.resnet.torch's loaders; rounded down to whole BN groups), not drop it
@@ -292,6 +294,9 @@ def validate(cfg: DictConfig, world_size: int = 1, cuda: bool = False) -> None:
             raise ConfigError(f"{key}={_get(cfg, key)} must be >= 0 (0 = {ZERO_MEANS[key]})")
     if not 0 <= d.val_fraction < 1:
         raise ConfigError(f"data.val_fraction={d.val_fraction} must be in [0, 1) (0 = evaluate on val/)")
+    if d.mixup_alpha < 0 or d.cutmix_alpha < 0:
+        raise ConfigError(f"data.mixup_alpha={d.mixup_alpha} and data.cutmix_alpha={d.cutmix_alpha} must be >= 0 "
+                          "(0 = off; torchvision's recipes use 0.2 and 1.0)")
     if not 0 <= t.ema_decay < 1 or t.ema_every < 1 or t.ema_warmup_epochs < 0:
         raise ConfigError(f"trainer.ema_decay={t.ema_decay} must be in [0, 1) (0 = off), trainer.ema_every="
                           f"{t.ema_every} >= 1 and trainer.ema_warmup_epochs={t.ema_warmup_epochs} >= 0")

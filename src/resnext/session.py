@@ -16,6 +16,7 @@ from .engine import checkpoint as ckpt
 from .engine.dist import World, all_reduce_max, init_world, shutdown
 from .engine.logging import RunLog
 from .engine.loop import FitOptions, Parts, Trainer
+from .engine.mix import Mixer
 from .engine.precision import Precision, resolve
 from .engine.rundir import (
     CONFIG,
@@ -162,7 +163,8 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
         fail_on_nonfinite=t.fail_on_nonfinite, hparams=flat_hparams(cfg), model_config=rec,
         described=describe(cfg, plan.class_names), micro_batches=plan.micro_batches, batch=plan.batch,
         clip_grad_norm=float(cfg.optim.get("clip_grad_norm", 0.0)), ema_decay=float(t.ema_decay),
-        ema_every=int(t.ema_every), ema_warmup_steps=round(float(t.ema_warmup_epochs) * plan.steps_per_epoch))
+        ema_every=int(t.ema_every), ema_warmup_steps=round(float(t.ema_warmup_epochs) * plan.steps_per_epoch),
+        mixer=Mixer(float(cfg.data.mixup_alpha), float(cfg.data.cutmix_alpha), plan.classes, plan.bn_images, t.seed))
     return Parts(wrapped, model, loaders, optimizer, schedule, precision), opts, plan
 
 

@@ -24,6 +24,7 @@ from .dist import World, all_reduce_max
 from .ema import WeightEMA
 from .logging import RunLog
 from .metrics import Meter
+from .mix import Mixer
 from .precision import Precision
 from .stop import StopFlag
 
@@ -68,6 +69,7 @@ class FitOptions:
     ema_decay: float = 0.0  # trainer.ema_decay: a moving average of the weights beside the model; 0 = none
     ema_every: int = 1  # optimizer steps between its updates
     ema_warmup_steps: int = 0  # steps during which it copies the weights
+    mixer: Mixer | None = None  # data.mixup_alpha / cutmix_alpha: training batches mixed within BN groups
     reset_optimizer: bool = False  # a resume takes lr/momentum/decay from the config, not the checkpoint
 
 
@@ -276,9 +278,14 @@ class Trainer:
             factor = self.schedule.factor(s.global_step)
             for g, base in zip(self.opt.param_groups, base_lrs, strict=True):
                 g["lr"] = base * factor
+            target = y
+            mixer = self.o.mixer
+            if mixer is not None and mixer.on:  # the step's draw: a function of (seed, epoch, step)
+                group = max(1, mixer.group * y.shape[0] // (self.o.batch or y.shape[0]))  # (a kept last batch)
+                x, target = mixer(x, y, mixer.draw(s.epoch, s.step_in_epoch, x.shape[-2], x.shape[-1]), group)
             with groups_of_a_partial_batch(self.model, y.shape[0], self.o.batch or y.shape[0]):
-                loss, logits = train_step(self.model, x, y, self.opt, self.scaler, self.precision, self.criterion,
-                                          self.o.micro_batches, self.o.clip_grad_norm)
+                loss, logits = train_step(self.model, x, target, self.opt, self.scaler, self.precision,
+                                          self.criterion, self.o.micro_batches, self.o.clip_grad_norm)
             self.meter.update(loss, logits, y)
             images = y.shape[0] * self.world.world_size  # every rank steps on an equal share (ShardPlan)
             epoch_images += images
