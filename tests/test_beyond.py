@@ -211,3 +211,49 @@ def test_mix_partners_stay_in_their_bn_group_and_draws_do_not_depend_on_the_spli
         partner = i - 1 if i % 4 else i + 3
         assert torch.allclose(soft[i], d.lam * one_hot[i] + (1 - d.lam) * one_hot[partner])
         assert torch.allclose(mixed[i], d.lam * x[i] + (1 - d.lam) * x[partner], atol=1e-6)
+
+
+@pytest.mark.parametrize("policy", ["ta_wide", "randaugment"])
+def test_auto_augment_and_random_erasing_are_torchvisions_seeded_per_sample(tmp_path, policy):
+    """data.auto_augment / data.random_erase (torchvision loader): after our crop and flip, torchvision's
+    TrivialAugmentWide or RandAugment, then normalization and RandomErasing, as ClassificationPresetTrain
+    orders them, their draws from a generator seeded by the sample's seed: the same sample, the same image
+    on any worker and after a resume; the caller's generator untouched."""
+    from imagenet_data_helpers import cfg as data_cfg
+    from PIL import Image
+    from torchvision import transforms as T
+    from torchvision.transforms import functional as F
+
+    from resnext.data.imagenet_augment import draw
+    from resnext.data.imagenet_folder import MEAN, STD
+    from resnext.data.imagenet_torch import POLICY_SEED, TrainTransform
+    from resnext.data.tools import make_fake
+
+    make_fake(tmp_path / "fk", 2, 1, 1, (80, 60))
+    path = next((tmp_path / "fk" / "train").rglob("*.JPEG"))
+    c = data_cfg(tmp_path / "fk", "torch", auto_augment=policy, random_erase=0.5, image_size=48)
+    tf = TrainTransform(c)
+    with Image.open(path) as im:
+        img = im.convert("RGB")
+    torch.manual_seed(99)
+    got = [tf(img, seed) for seed in range(6)]
+    assert torch.equal(torch.rand(1), torch.manual_seed(99) and torch.rand(1))  # the caller's stream untouched
+    assert all(torch.equal(g, tf(img, s)) for s, g in enumerate(got))  # a function of the sample's seed
+    for seed, g in enumerate(got):
+        a = draw(seed, img.width, img.height, tf.aug)
+        ref = img.crop((a.x, a.y, a.x + a.w, a.y + a.h)).resize((48, 48), Image.BILINEAR)
+        if a.flip:
+            ref = ref.transpose(Image.FLIP_LEFT_RIGHT)
+        torch.manual_seed(seed ^ POLICY_SEED)
+        mode = T.InterpolationMode.BILINEAR
+        ref = (T.TrivialAugmentWide(interpolation=mode) if policy == "ta_wide" else T.RandAugment(2, 9, interpolation=mode))(ref)
+        want = T.RandomErasing(0.5)(F.normalize(F.to_tensor(ref), MEAN, STD))
+        assert torch.equal(g, want), seed
+    assert len({g.sum().item() for g in got}) == 6
+
+
+def test_policies_outside_the_torchvision_loader_are_refused_in_one_line():
+    with pytest.raises(ConfigError, match="run in the torchvision loader only: set data.backend=torch"):
+        validate(compose_config(["+recipe=resnext29_demo_digits", "data.auto_augment=ta_wide"]))
+    with pytest.raises(ConfigError, match="run in the torchvision loader only"):
+        validate(compose_config(["+recipe=resnext50_32x4d_imagenet", "data.random_erase=0.1"]))

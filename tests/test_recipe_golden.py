@@ -19,7 +19,9 @@ MACHINE = {"data.workers"}  # resolved from this machine's cores, not from the r
 OFF: dict[str, object] = {"optim.name": "sgd", "optim.betas": [0.9, 0.999], "optim.eps": 1.0e-8,
                           "optim.clip_grad_norm": 0.0, "model.drop_path": 0.0,
                           "trainer.ema_decay": 0.0, "trainer.ema_every": 1, "trainer.ema_warmup_epochs": 0.0,
-                          "data.mixup_alpha": 0.0, "data.cutmix_alpha": 0.0}
+                          "data.mixup_alpha": 0.0, "data.cutmix_alpha": 0.0,
+                          "data.auto_augment": "none", "data.randaugment_ops": 2, "data.randaugment_magnitude": 9,
+                          "data.random_erase": 0.0}
 
 
 def flat(node, prefix: str = "") -> dict:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision import transforms as T
 from torchvision.transforms import functional as F
 
 from ..crops import ten_crops
@@ -59,17 +60,45 @@ multiprocessing.util.Finalize(None, _stop_workers, exitpriority=100)
 FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}  # PIL's, antialiased when shrinking
 
 
+POLICY_SEED = 0x7A5E_ED  # the per-sample seed's stream for the policies' draws, apart from the crop's
+
+AUTO_AUGMENT = ("none", "ta_wide", "randaugment")
+
+
+def auto_augment(cfg):
+    """torchvision's policy for data.auto_augment (None for none), with the run's resize filter."""
+    name = str(cfg.get("auto_augment", "none"))
+    mode = T.InterpolationMode(interpolation(cfg))
+    if name == "ta_wide":
+        return T.TrivialAugmentWide(interpolation=mode)
+    if name == "randaugment":
+        return T.RandAugment(int(cfg.randaugment_ops), int(cfg.randaugment_magnitude), interpolation=mode)
+    return None
+
+
 class TrainTransform:
     """Crop the drawn box and resize it to image_size (PIL's antialiased bilinear or bicubic, as torchvision's
     RandomResizedCrop), mirror, jitter brightness, contrast, saturation (torchvision's and fb.resnet.torch's
     definitions, in this fixed order where they shuffle it: DALI's pipeline does the same), PCA lighting,
-    normalize. All parameters come from imagenet_augment.draw."""
+    normalize. All parameters come from imagenet_augment.draw. data.auto_augment (TrivialAugmentWide,
+    RandAugment) follows the flip and data.random_erase the normalization, as in torchvision's
+    ClassificationPresetTrain; both are torchvision's own, their draws seeded per sample."""
 
     def __init__(self, cfg) -> None:
         self.aug, self.size, self.filter = AugConfig.of(cfg), int(cfg.image_size), FILTERS[interpolation(cfg)]
         self.jitter, self.lighting = cfg.color_jitter > 0, cfg.lighting > 0
+        self.policy = auto_augment(cfg)
+        p = float(cfg.get("random_erase", 0.0) or 0.0)
+        self.erase = T.RandomErasing(p) if p > 0 else None
 
     def __call__(self, img: Image.Image, seed: int) -> torch.Tensor:
+        if self.policy is None and self.erase is None:
+            return self._base(img, seed)
+        with torch.random.fork_rng(devices=[]):  # torchvision's policies draw from torch's generator:
+            torch.manual_seed(seed ^ POLICY_SEED)  # seeded per sample, so resumable and worker-independent
+            return self._base(img, seed, self.policy, self.erase)
+
+    def _base(self, img: Image.Image, seed: int, policy=None, erase=None) -> torch.Tensor:
         a = draw(seed, img.width, img.height, self.aug)
         # crop, then resize (torchvision's resized_crop, DALI's slice + resize): resize(box=) would let the
         # filter read pixels outside the box into the edge pixels
@@ -79,10 +108,13 @@ class TrainTransform:
         if self.jitter:
             img = F.adjust_saturation(F.adjust_contrast(F.adjust_brightness(img, a.brightness), a.contrast),
                                       a.saturation)
+        if policy is not None:  # after the crop and flip, as torchvision's ClassificationPresetTrain
+            img = policy(img)
         x = F.to_tensor(img)
         if self.lighting:
             x += torch.tensor(a.shift).view(3, 1, 1)
-        return F.normalize(x, MEAN, STD)
+        x = F.normalize(x, MEAN, STD)
+        return erase(x) if erase is not None else x
 
 
 class ValTransform:
