@@ -257,3 +257,28 @@ def test_policies_outside_the_torchvision_loader_are_refused_in_one_line():
         validate(compose_config(["+recipe=resnext29_demo_digits", "data.auto_augment=ta_wide"]))
     with pytest.raises(ConfigError, match="run in the torchvision loader only"):
         validate(compose_config(["+recipe=resnext50_32x4d_imagenet", "data.random_erase=0.1"]))
+
+
+def test_the_torchvision_v2_recipe_is_its_command_value_by_value():
+    """recipes/resnext50_32x4d_tv_v2.yaml against torchvision's published command and its reference script's
+    defaults (docs/paper.md "Beyond the paper"), and it validates as a run would."""
+    cfg = compose_config(["+recipe=resnext50_32x4d_tv_v2", "data.root=/d"])
+    d, o, s, t = cfg.data, cfg.optim, cfg.schedule, cfg.trainer
+    command = {  # flag: (our value, torchvision's)
+        "--batch-size 128 x 8 GPUs": (d.batch_size, 1024), "--lr 0.5": (o.lr * 1024 / o.ref_batch, 0.5),
+        "--lr-scheduler cosineannealinglr": (s.name, "cosine"), "--lr-warmup-epochs 5": (s.warmup_epochs, 5),
+        "--lr-warmup-decay 0.01": (s.warmup_start, 0.01), "--auto-augment ta_wide": (d.auto_augment, "ta_wide"),
+        "--epochs 600": (t.epochs, 600), "--random-erase 0.1": (d.random_erase, 0.1),
+        "--weight-decay 0.00002": (o.weight_decay, 2e-5), "--norm-weight-decay 0.0": (o.no_decay, "bn"),
+        "--label-smoothing 0.1": (o.label_smoothing, 0.1), "--mixup-alpha 0.2": (d.mixup_alpha, 0.2),
+        "--cutmix-alpha 1.0": (d.cutmix_alpha, 1.0), "--train-crop-size 176": (d.image_size, 176),
+        "--val-resize-size 232": (d.val_resize, 232), "--val-crop-size 224": (d.val_crop, 224),
+        "--momentum 0.9": (o.momentum, 0.9), "--opt sgd": (o.nesterov, False),
+        "--model-ema-steps 32": (t.ema_every, 32), "--interpolation bilinear": (d.interpolation, "bilinear"),
+    }
+    for flag, (ours, theirs) in command.items():
+        assert ours == pytest.approx(theirs) if isinstance(theirs, float) else ours == theirs, flag
+    assert t.ema_decay == pytest.approx(1 - (1 - 0.99998) * 8 * 128 * 32 / 600, abs=1e-6)
+    assert (d.color_jitter, d.lighting, o.name) == (0.0, 0.0, "sgd")
+    assert (cfg.paper.top1_err, cfg.paper.top5_err) == (pytest.approx(100 - 81.198), pytest.approx(100 - 95.340))
+    validate(cfg, 8, True)
