@@ -55,6 +55,17 @@ def test_bench_train_times_ghost_bn_against_plain_bn(tmp_path):
 
 
 @pytest.mark.slow
+def test_bench_train_times_the_methods_beyond_the_paper_against_the_plain_engine(tmp_path):
+    result, stdout = bench(tmp_path, "train", "--model", "resnext29_8x64d", "--classes", "10", "--batch", "4",
+                           "--size", "8", "--precision", "fp32", "--memory-format", "nchw", "--steps", "1",
+                           "--repeats", "1", "--device", "cpu", "--with", "data.mixup_alpha=0.2 trainer.ema_decay=0.9")
+    r = result["rows"][0]
+    assert r["with"] == "data.mixup_alpha=0.2 trainer.ema_decay=0.9" and r["with_images_per_s"] > 0
+    assert r["with_vs_plain"] == pytest.approx(r["with_images_per_s"] / r["ours_images_per_s"])  # one round
+    assert "with --with / without" in stdout
+
+
+@pytest.mark.slow
 def test_bench_cifar_smoke(tmp_path):
     result, _ = bench(tmp_path, "cifar", "--images", "512", "--batch", "64", "--repeats", "1", "--workers", "1",
                       "--device", "cpu")

@@ -28,6 +28,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=10, help="steps per timed repeat")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--with", dest="extra", default="",
+                   help="also time our engine with these config overrides (space-separated, e.g. the methods "
+                        "beyond the paper: 'data.mixup_alpha=0.2 trainer.ema_decay=0.999') against it without")
     p.add_argument("--bn-batch", type=int, default=0,
                    help="also time our engine with model.bn_batch=N (ghost BN) against plain BN at the same batch")
 
@@ -46,7 +49,7 @@ def reference_model(name: str, classes: int) -> nn.Module:
 
 
 def build_engine(args, name: str, precision: str, channels_last: bool, compiled: bool, device: str, size: int,
-                 bn_batch: int = 0):
+                 bn_batch: int = 0, extra: tuple[str, ...] = ()):
     """Our Trainer over synthetic data, exactly as train.py builds it."""
     from ..compose import compose_config
     from ..engine.dist import init_world
@@ -58,7 +61,7 @@ def build_engine(args, name: str, precision: str, channels_last: bool, compiled:
         f"trainer.precision={precision}", f"trainer.channels_last={str(channels_last).lower()}",
         f"trainer.compile={str(compiled).lower()}", "trainer.progress=false", f"trainer.log_every={args.steps}",
         f"trainer.device={device}", f"trainer.max_steps_per_epoch={args.steps}", "trainer.epochs=1000",
-        "schedule.milestones=[]", f"model.bn_batch={bn_batch}"])
+        "schedule.milestones=[]", f"model.bn_batch={bn_batch}", *extra])
     world = init_world(device)
     fit = build(cfg, world, Path(tempfile.mkdtemp(prefix="bench-")))
     return fit
@@ -122,6 +125,9 @@ def run_variant(args, precision: str, fmt: str, mode: str, device: str) -> dict:
         timed["ghost"] = epoch_of(ghost)
         for name, trainer in (("plain", fit), ("ghost", ghost)):  # what autograd keeps for backward
             memory[name] = saved_activation_bytes(trainer.raw, x, trainer.precision.autocast) / x.shape[0]
+    extra = tuple(args.extra.split())
+    if extra:
+        timed["with"] = epoch_of(build_engine(args, args.model, precision, cl, compiled, device, size, 0, extra))
     res = interleaved(timed, dev, args.repeats)
     macs = measure(lambda: reference_model(args.model, args.classes), size).macs
     peak = peak_flops(dev, precision)
@@ -138,6 +144,10 @@ def run_variant(args, precision: str, fmt: str, mode: str, device: str) -> dict:
         row["plain_saved_mb_per_image"] = memory["plain"] / 1e6
         row["ghost_saved_mb_per_image"] = memory["ghost"] / 1e6
         row["ghost_memory_vs_plain"] = memory["ghost"] / memory["plain"]
+    if extra:
+        row["with"] = " ".join(extra)
+        row["with_images_per_s"] = res["with"]["images_per_s"]
+        row["with_vs_plain"] = paired_ratio(res, "with", "ours")
     if peak:
         row["mfu"] = res["ours"]["images_per_s"] * macs * 3 * 2 / peak
     return row
@@ -147,7 +157,8 @@ COLUMNS = [("model", "model", ""), ("batch", "batch", ""), ("precision", "precis
            ("mode", "mode", ""), ("ours_images_per_s", "ours img/s", ".1f"), ("ref_images_per_s", "reference img/s", ".1f"),
            ("ratio", "ours / ref", ".3f"), ("ours_step_ms", "ours ms/step", ".1f"), ("mfu", "MFU", ".1%"),
            ("ghost_vs_plain", "ghost BN / plain BN", ".3f"),
-           ("ghost_memory_vs_plain", "ghost / plain saved activations", ".3f")]
+           ("ghost_memory_vs_plain", "ghost / plain saved activations", ".3f"),
+           ("with_vs_plain", "with --with / without", ".3f")]
 
 
 def run(args) -> dict:
