@@ -201,13 +201,14 @@ def test_trainer_refuses_unusable_imagenet_folders(fake, tmp_path):
     res = imagenet_run(broken, tmp_path / "bad1")
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
         f"error: {broken / 'val'}: missing; an ImageNet root needs {broken}/train/<class>/*.JPEG and "
-        f"{broken}/val/<class>/*.JPEG (see `python -m resnext.data prepare-val`)"]
+        f"{broken}/val/<class>/*.JPEG (ImageNet's own val: `python -m resnext.data prepare-val`; or hold out "
+        "part of train/: data.val_fraction=0.1)"]
     shutil.copytree(fake / "val", broken / "val")
     victim = sorted((broken / "train").rglob("*.JPEG"))[4]
     victim.write_bytes(b"\xff\xd8 truncated")
     res = imagenet_run(broken, tmp_path / "bad2")
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert res.stderr.strip().splitlines()[-1].startswith(f"error: {victim}: ")
+    assert res.stderr.strip().splitlines()[-1].startswith(f"error: 1 training file(s) cannot be used: {victim}: ")
 
 
 def test_one_class_is_refused_and_skipped_files_are_listed(fake, tmp_path, capsys):
