@@ -66,3 +66,15 @@ def test_models_never_import_config_data_or_engine():
         if name.startswith("resnext.models"):
             bad = {d for d in deps if d.split(".")[1] in ("config", "data", "engine", "session", "plan")}
             assert not bad, (name, bad)
+
+
+def test_composing_a_command_does_not_import_torchvision():
+    """torchvision costs about a second of start-up: train.py --help / --cfg job and every check of a command
+    (resnext.compose, the model table) must not load it; the code that uses it imports it where it runs."""
+    import subprocess
+    import sys
+
+    code = "import sys, resnext.compose, resnext.models; print(sorted(m for m in sys.modules if m.startswith('torchvision')))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={"PYTHONPATH": str(PACKAGE.parent), "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr

@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
-from torchvision.ops import stochastic_depth
 
 
 def group_width(planes: int, cardinality: int, width: int) -> int:
@@ -36,6 +35,14 @@ def build_stages(net: nn.Module, in_ch: int, plan: Sequence[tuple[int, int]],
             in_ch = layers[-1].out_channels
         setattr(net, f"layer{s + 1}", nn.Sequential(*layers))
     return in_ch
+
+
+def drop_branch(out: torch.Tensor, rate: float) -> torch.Tensor:
+    """Stochastic depth on a residual branch: torchvision.ops.stochastic_depth, "row" mode (imported here, not
+    at the top: torchvision costs a second of start-up to every command that lists the models)."""
+    from torchvision.ops import stochastic_depth
+
+    return stochastic_depth(out, rate, "row", training=True)
 
 
 def drop_path_rates(blocks: int, rate: float) -> list[float]:
@@ -108,7 +115,7 @@ class Bottleneck(nn.Module):
         out = self.transform(x)
         if self.shortcut:
             if self.drop_path > 0 and self.training:
-                out = stochastic_depth(out, self.drop_path, "row", training=True)
+                out = drop_branch(out, self.drop_path)
             out = out + (x if self.downsample is None else self.downsample(x))
         return self.relu(out)
 
@@ -207,7 +214,7 @@ class _SplitBlock(nn.Module):
         out = self.bn3(self.aggregate([p(x) for p in self.paths]))
         if self.shortcut:
             if self.drop_path > 0 and self.training:
-                out = stochastic_depth(out, self.drop_path, "row", training=True)
+                out = drop_branch(out, self.drop_path)
             out = out + (x if self.downsample is None else self.downsample(x))
         return self.relu(out)
 
