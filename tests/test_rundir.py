@@ -553,3 +553,32 @@ def test_a_truncated_training_file_is_found_before_the_first_step(tmp_path):
     assert len(json.loads((d / "prescan.json").read_text())) == 7
     res = train(d, *args, "trainer.epochs=2")
     assert res.returncode == 0 and "checking" not in res.stdout, res.stdout
+
+
+@pytest.mark.slow
+def test_the_launcher_ends_as_train_py_ends(tmp_path):
+    """python -m resnext.launch (torchrun's own launcher inside): a TERM to the process group saves and the
+    launch exits 75 with one line and no traceback (torchrun: 1 and its SignalException traceback); a worker
+    killed outright is named in one line, exit 1."""
+    def launch(d: Path) -> subprocess.Popen:
+        cmd = [PY, "-m", "resnext.launch", "--standalone", "--nproc_per_node=2", str(ROOT / "train.py"), *TINY,
+               f"hydra.run.dir={d}", *LONG]
+        return subprocess.Popen(cmd, env=env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+
+    d = tmp_path / "term"
+    proc = launch(d)
+    wait_for_step(d, proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=180)
+    saved = torch.load(d / "checkpoints" / "last.pt", weights_only=True)["progress"]["global_step"]
+    assert proc.returncode == EXIT_REQUEUE and "Traceback" not in err, err
+    assert out.splitlines()[-1] == f"{d}: preempted after saving: requeue (the same command resumes) at step {saved}"
+    d = tmp_path / "kill"
+    proc = launch(d)
+    wait_for_step(d, proc)
+    workers = subprocess.run(["pgrep", "-f", f"hydra.run.dir={d}"], capture_output=True, text=True).stdout.split()
+    os.kill(int(max(workers, key=int)), signal.SIGKILL)  # one trainer, not the launcher
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("error: process ") and "SIGKILL" in err, err

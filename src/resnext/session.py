@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from pathlib import Path
 
@@ -206,6 +207,17 @@ def out_of_memory(e: BaseException, cfg: DictConfig, plan: RunPlan, world: World
                      f"in {world.device.type} memory ({first}); lower data.batch_size")
 
 
+#: What a collective raises when a peer process died (gloo's reset or closed connection, NCCL's aborts).
+PEER_LOST = re.compile(r"Connection reset by peer|Connection closed by peer|remote process exited|"
+                       r"NCCL communicator was aborted|ProcessGroupNCCL.*(?:abort|timeout)|Broken pipe", re.IGNORECASE)
+EXIT_PEER_LOST = 1  # not this process's fault, not saved either: the run resumes from its last checkpoint
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:160]
+
+
 def _remove_if_empty(run_dir: Path) -> None:
     """A rejected command leaves no empty run directory behind (Hydra creates it before main)."""
     with contextlib.suppress(OSError):
@@ -351,6 +363,10 @@ def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock) -> int:
             log.error(f"error: {e}")
             return EXIT_USER_ERROR
         except RuntimeError as e:
+            if world.distributed and PEER_LOST.search(str(e)):  # another process died: say so, not a traceback
+                log.error(f"error: another process of this run stopped ({first_line(e)}); this one stops too; "
+                          "the same command resumes from the last checkpoint")
+                return EXIT_PEER_LOST
             oom = out_of_memory(e, cfg, plan, world)
             if oom is None:
                 raise

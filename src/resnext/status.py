@@ -30,6 +30,17 @@ CODES = {"finished": EXIT_OK, "preempted": EXIT_REQUEUE, "nonfinite": EXIT_NONFI
 NO_END = 1  # the last start wrote no end record
 
 
+def starts(run_dir: Path) -> int:
+    """The start records in the run's metrics (a launcher compares the count before and after)."""
+    count = 0
+    for line in (run_dir / "metrics.jsonl").read_text(errors="replace").splitlines():
+        try:
+            count += json.loads(line).get("kind") == "start"
+        except (ValueError, AttributeError):
+            continue
+    return count
+
+
 def last_ending(run_dir: Path) -> tuple[int, str]:
     """(train.py's exit code for the last start, one line saying how it ended)."""
     metrics = run_dir / "metrics.jsonl"
