@@ -582,3 +582,23 @@ def test_the_launcher_ends_as_train_py_ends(tmp_path):
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 1 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1].startswith("error: process ") and "SIGKILL" in err, err
+
+
+def test_files_written_by_rename_replace_a_planted_link_and_leave_its_target(tmp_path):
+    """config.yaml, the held-out list, the prescan record (write_text_atomic) and checkpoints (atomic_save)
+    are written to a new file then renamed over the name: a link planted there is replaced, never written
+    through."""
+    from resnext.engine.rundir import write_text_atomic
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n")
+    for name in ("config.yaml", "val_holdout.txt", "prescan.json"):
+        (tmp_path / name).symlink_to(outside)
+        write_text_atomic(tmp_path / name, "new\n")
+        assert not (tmp_path / name).is_symlink() and (tmp_path / name).read_text() == "new\n"
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / ckpt.LAST).symlink_to(outside)
+    ckpt.atomic_save({"n": torch.tensor(1)}, tmp_path / "ck" / ckpt.LAST, keep_previous=True)
+    assert not (tmp_path / "ck" / ckpt.LAST).is_symlink()
+    assert int(torch.load(tmp_path / "ck" / ckpt.LAST, weights_only=True)["n"]) == 1
+    assert outside.read_text() == "precious\n"
