@@ -282,3 +282,16 @@ def test_the_torchvision_v2_recipe_is_its_command_value_by_value():
     assert (d.color_jitter, d.lighting, o.name) == (0.0, 0.0, "sgd")
     assert (cfg.paper.top1_err, cfg.paper.top5_err) == (pytest.approx(100 - 81.198), pytest.approx(100 - 95.340))
     validate(cfg, 8, True)
+
+
+def test_the_resnext101_v2_recipe_is_the_resnext50_one_on_another_network():
+    from omegaconf import OmegaConf
+
+    a, b = (OmegaConf.to_container(compose_config([f"+recipe={n}"]), resolve=True)
+            for n in ("resnext50_32x4d_tv_v2", "resnext101_32x8d_tv_v2"))
+    for cfg in (a, b):
+        cfg.pop("name"), cfg.pop("paper")
+    assert (b["model"].pop("depth"), b["model"].pop("width")) == (101, 8)
+    a["model"].pop("depth"), a["model"].pop("width")
+    assert a == b
+

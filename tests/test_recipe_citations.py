@@ -38,6 +38,7 @@ PAPER = {
     "resnext29_cifar10_fig7": ("Fig. 7", None, None, None, None),
     "resnext101_32x4d_nvidia": ("What reproductions got", round(100 - 79.47, 2), None, None, None),
     "resnext50_32x4d_tv_v2": ("Beyond the paper: torchvision's V2 recipe", 18.802, 4.66, 25.0, None),
+    "resnext101_32x8d_tv_v2": ("Beyond the paper: torchvision's V2 recipe", 17.166, 3.772, 88.8, None),
 }
 NOT_PAPER = {"resnext29_demo_digits", "ig_resnext101_32x8d_finetune"}  # no docs/paper.md fact; say so
 
