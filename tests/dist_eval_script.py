@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 from resnext.config import DataConfig
 from resnext.data import Placement, build_loaders
 from resnext.engine.dist import init_world, shutdown
-from resnext.engine.loop import evaluate
 from resnext.engine.precision import resolve
+from resnext.engine.step import evaluate
 from resnext.models import CifarResNeXt
 
 world = init_world("cpu")

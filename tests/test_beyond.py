@@ -9,8 +9,8 @@ from torch import nn
 
 from resnext.compose import compose_config
 from resnext.config import validate
-from resnext.engine.loop import train_step
 from resnext.engine.precision import Precision
+from resnext.engine.step import train_step
 from resnext.errors import ConfigError
 from resnext.models import build_model
 from resnext.optim import build_optimizer

@@ -133,8 +133,8 @@ def test_engine_evaluate_counts_each_image_once_from_ten_crop_loaders():
     back to one prediction per image, so the sample count is the data set's, not ten times it."""
     from resnext.compose import compose_config
     from resnext.data import Placement, build_loaders
-    from resnext.engine.loop import evaluate
     from resnext.engine.precision import resolve
+    from resnext.engine.step import evaluate
 
     cfg = compose_config(["data.dataset=synthetic", "data.synthetic_val=12", "data.synthetic_size=8",
                           "data.batch_size=4", "data.eval_crops=10"])

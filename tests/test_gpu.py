@@ -11,8 +11,8 @@ from runs import records, train, weights
 from torch import nn
 
 from resnext.engine.dist import backend_for
-from resnext.engine.loop import train_step
 from resnext.engine.precision import Precision
+from resnext.engine.step import train_step
 from resnext.models import build_model
 from resnext.models.ghost_bn import convert_ghost_bn
 from resnext.optim import prime_momentum

@@ -15,8 +15,8 @@ from torch import nn
 
 from resnext.compose import compose_config
 from resnext.config import micro_batches
-from resnext.engine.loop import train_step
 from resnext.engine.precision import Precision
+from resnext.engine.step import train_step
 from resnext.errors import ConfigError
 from resnext.models.ghost_bn import GhostBatchNorm2d, convert_ghost_bn
 

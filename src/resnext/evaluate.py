@@ -34,9 +34,9 @@ from .config import validate
 from .crops import CROPS
 from .data import Placement, build_loaders
 from .engine.dist import init_world, shutdown
-from .engine.loop import evaluate
 from .engine.precision import resolve
 from .engine.rundir import read_holdout
+from .engine.step import evaluate
 from .errors import OneLineParser, UserError, fail
 from .loading import CHECKPOINTS, instantiate, open_source, typed_config
 from .plan import RunPlan

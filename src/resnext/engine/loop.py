@@ -1,8 +1,7 @@
-"""The training loop: train_step, evaluate and the Trainer's epochs; the only place an optimizer step happens."""
+"""The training loop: the Trainer's epochs (steps and evaluation from engine.step), saves, stops and logs."""
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import math
 import time
@@ -13,10 +12,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..crops import mean_over_crops
 from ..data.base import Loaders
 from ..errors import EXIT_NONFINITE, EXIT_OK, EXIT_REQUEUE, EXIT_SAVE_FAILED, SaveError
-from ..models.ghost_bn import groups_of_a_partial_batch, later_micro_batch
+from ..models.ghost_bn import groups_of_a_partial_batch
 from ..optim import prime_momentum
 from ..schedule import Schedule
 from . import checkpoint as ckpt
@@ -26,6 +24,7 @@ from .logging import RunLog
 from .metrics import Meter
 from .mix import Mixer
 from .precision import Precision
+from .step import evaluate, train_step
 from .stop import StopFlag
 
 
@@ -94,54 +93,6 @@ class Progress:
     global_step: int = 0  # optimizer steps done in the run
     best_top1: float | None = None  # best validation top-1 error so far (%), chosen on the evaluation set
     wall_time: float = 0.0  # training seconds over all starts
-
-
-def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
-               scaler: torch.amp.GradScaler, precision: Precision, criterion: nn.Module, micro: int = 1,
-               clip: float = 0.0):
-    """One optimizer step in the one precision path, over ``micro`` micro-batches of the batch (gradient
-    accumulation: DDP all-reduces on the last only), the gradient's global norm clipped to ``clip`` (> 0;
-    unscaled first under fp16); returns (loss, logits) of the batch, on the device."""
-    optimizer.zero_grad(set_to_none=True)
-    if micro == 1:
-        with precision.autocast():
-            logits = model(x)
-            loss = criterion(logits.float(), y)
-        scaler.scale(loss).backward()
-    else:
-        losses, outs = [], []
-        for i, (xi, yi) in enumerate(zip(x.chunk(micro), y.chunk(micro), strict=True)):
-            last = i == micro - 1
-            with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync(), \
-                    later_micro_batch(model) if i else contextlib.nullcontext():
-                with precision.autocast():
-                    out = model(xi)
-                    part = criterion(out.float(), yi)
-                scaler.scale(part / micro).backward()  # the mean over the batch, as one step would take it
-            losses.append(part.detach())
-            outs.append(out.detach())
-        loss, logits = torch.stack(losses).mean(), torch.cat(outs)
-    if clip > 0:
-        scaler.unscale_(optimizer)  # fp16: the true gradient (and the overflow check) before its norm is taken
-        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
-    scaler.step(optimizer)  # fp16: skips the update when gradients overflowed (not a failure)
-    scaler.update()
-    return loss, logits
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, precision: Precision) -> dict[str, float]:
-    """Loss and top-1/top-5 error over the whole evaluation set (each sample once over all ranks)."""
-    was_training = model.training
-    model.eval()
-    meter = Meter(next(model.parameters()).device)
-    loader.set_epoch(0)
-    for x, y in loader:  # a ten-crop loader: ten rows per label, averaged back to one (resnext.crops)
-        with precision.autocast():
-            logits = mean_over_crops(model(x), loader.crops)
-        meter.update(nn.functional.cross_entropy(logits.float(), y), logits, y)
-    model.train(was_training)
-    return meter.reduce()  # sync: all ranks' counts summed exactly
 
 
 def _gather(obj, world: World) -> list:
