@@ -291,6 +291,9 @@ def test_sgd_is_fused_on_cuda_and_fused_steps_skip_overflows_on_the_device():
     (["+recipe=resnext29_demo_digits", "schedule=step", "trainer.epochs=10", "schedule.warmup_epochs=0"],
      "schedule.milestones=[30, 60, 90] must be increasing epochs in (0, trainer.epochs=10]; give milestones "
      "within the run (e.g. schedule.milestones=[3, 6, 9]) or use schedule=cosine"),
+    (["+recipe=resnext29_demo_digits", "schedule=step", "trainer.epochs=2", "schedule.warmup_epochs=0"],
+     "schedule.milestones=[30, 60, 90] must be increasing epochs in (0, trainer.epochs=2]; give milestones "
+     "within the run (e.g. schedule.milestones=[1, 2]) or use schedule=cosine"),  # the suggestion itself valid
 ])
 def test_newcomers_mistakes_name_the_fix(overrides, message):
     from resnext.config import validate

@@ -355,7 +355,7 @@ def validate(cfg: DictConfig, world_size: int = 1, cuda: bool = False) -> None:
         ms = list(s.milestones)
         if ms != sorted(ms) or any(not 0 < e <= t.epochs for e in ms):
             raise ConfigError(f"schedule.milestones={ms} must be increasing epochs in (0, trainer.epochs={t.epochs}]; "
-                              f"give milestones within the run (e.g. schedule.milestones=[{', '.join(str(max(1, round(t.epochs * f))) for f in (0.3, 0.6, 0.9))}]) or use schedule=cosine")
+                              f"give milestones within the run (e.g. schedule.milestones=[{', '.join(str(m) for m in sorted({max(1, round(t.epochs * f)) for f in (0.3, 0.6, 0.9)}))}]) or use schedule=cosine")
     device = str(t.device)
     if device == "cuda" and not cuda:
         raise ConfigError("trainer.device=cuda but no CUDA device is visible; use trainer.device=cpu or auto")

@@ -34,7 +34,7 @@ def available_bytes(device: torch.device | None = None) -> int:
 
 
 @torch.no_grad()
-def forward_bytes(model: nn.Module, size: int, batch: int = 1, dtype: torch.dtype = torch.float32) -> int:
+def forward_bytes(model: nn.Module, size: int, batch: int = 1, dtype: torch.dtype = torch.float32) -> float:
     """Estimated peak bytes of an inference forward of ``batch`` images of ``size`` x ``size``."""
     largest = 0
 
@@ -54,15 +54,25 @@ def forward_bytes(model: nn.Module, size: int, batch: int = 1, dtype: torch.dtyp
         for h in handles:
             h.remove()
     per_element = torch.finfo(dtype).bits // 8
-    return ALIVE * largest * per_element * batch * size * size // (PROBE * PROBE) + 3 * per_element * batch * size * size
+    return (ALIVE * largest / (PROBE * PROBE) + 3) * per_element * batch * size * size
 
 
 def check_size(model: nn.Module, size: int, batch: int, name: str, dtype: torch.dtype = torch.float32,
                device: torch.device | None = None) -> None:
+    """check_sizes for one size (``name`` says which)."""
+    check_sizes(model, {name: size}, batch, dtype, device)
+
+
+def check_sizes(model: nn.Module, sizes: dict[str, int], batch: int, dtype: torch.dtype = torch.float32,
+                device: torch.device | None = None) -> None:
     """UserError (one line starting with ``name``, "--image-size 512" or "data.image_size=512") where a
     forward of ``batch`` images of ``size`` would not fit in memory (training needs more: this bound only
     refuses what cannot work at all)."""
-    need, have = forward_bytes(model, size, batch, dtype), available_bytes(device)
-    if need > have:
-        raise UserError(f"{name}: a forward of {batch} image(s) at {size}x{size} needs about "
-                        f"{need / 2**30:.1f} GiB, more than the {have / 2**30:.1f} GiB available; give a smaller size")
+    per_pixel = forward_bytes(model, 1, batch, dtype)  # one probe forward, scaled by each size's area
+    have = available_bytes(device)
+    for name, size in sizes.items():
+        need = per_pixel * size * size
+        if need > have:
+            raise UserError(f"{name}: a forward of {batch} image(s) at {size}x{size} needs about "
+                            f"{need / 2**30:.1f} GiB, more than the {have / 2**30:.1f} GiB available; give a "
+                            "smaller size")

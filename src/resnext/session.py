@@ -41,7 +41,7 @@ from .errors import (
     UserError,
     printable,
 )
-from .footprint import check_size
+from .footprint import check_sizes
 from .models import build_model
 from .models.complexity import measure
 from .models.ghost_bn import convert_ghost_bn
@@ -139,9 +139,9 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
                               f"this run builds {rec}; use another run directory (hydra.run.dir=...)")
     d = cfg.data
     synthetic = d.dataset == "synthetic" or d.backend == "synthetic"
-    for key in ("data.synthetic_size",) if synthetic else ("data.image_size", "data.val_resize"):
-        size = int(OmegaConf.select(cfg, key))  # a side memory cannot hold: one line, not the kernel's kill
-        check_size(model, size, plan.micro_batch, f"{key}={size}", precision.input_dtype, world.device)
+    keys = ("data.synthetic_size",) if synthetic else ("data.image_size", "data.val_resize")
+    sizes = {f"{k}={OmegaConf.select(cfg, k)}": int(OmegaConf.select(cfg, k)) for k in keys}
+    check_sizes(model, sizes, plan.micro_batch, precision.input_dtype, world.device)  # not the kernel's kill
     if cfg.model.get("bn_batch", 0):
         model = convert_ghost_bn(model, int(cfg.model.bn_batch), first_only=cfg.model.bn_stats == "first")
     if t.sync_bn and world.distributed:

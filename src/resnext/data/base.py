@@ -41,7 +41,7 @@ class Loaders:
     val_size: int  # evaluation samples in the whole data set
     class_names: list[str] | None = None  # names by class index, where the data set has them
     holdout: list[str] | None = None  # evaluation files held out of train/ (data.val_fraction), relative to data.root
-    known_good: dict | None = None  # data.prescan: training files found good, {path: [size, mtime_ns]} (rank 0)
+    known_good: dict | None = None  # data.prescan: training files found good, {path: [size, mtime_ns]}
 
 
 @dataclass(frozen=True)

@@ -65,10 +65,13 @@ def build_imagenet(cfg, place: Placement, holdout: list[str] | None = None,
     interpolation(cfg)  # fail before scanning the folders
     train, val = open_sources(cfg, holdout)
     checked = None
-    if cfg.get("prescan", True) and place.rank == 0 and hasattr(train, "files"):
+    if cfg.get("prescan", True) and hasattr(train, "files"):
         from .prescan import prescan
 
-        checked = prescan(list(train.files), max(8, int(cfg.workers)), known_good or {})
+        # every rank checks (the others read what the first put in the page cache): no rank waits in a
+        # collective while one reads, and a bad file ends every rank with the same line
+        say = print if place.rank == 0 else (lambda *_: None)
+        checked = prescan(list(train.files), max(8, int(cfg.workers)), known_good or {}, say)
     backend = pick_backend(cfg.backend, place)
     w = place.world_size
     batch, eval_batch = per_process(cfg, w)

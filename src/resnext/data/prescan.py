@@ -3,8 +3,8 @@ run that dies hours into its first epoch.
 
 Per file: its header (JPEG frame or PNG IHDR: the format its name claims, a size no decoder refuses) and, for
 a JPEG, its end-of-image marker, which a truncated download lacks. That reads a few kilobytes per file, in
-threads, on the first process only (a bad file there ends it, and torchrun the others); what was found good
-is remembered in the run directory (by size and modification time), so a resume checks only new or changed
+threads, on every process (so none waits in a collective while another reads); what was found good is
+remembered in the run directory (by size and modification time), so a resume checks only new or changed
 files. A full decode of every file is `python -m resnext.data verify`.
 """
 
