@@ -73,10 +73,51 @@ def test_adamw_is_torchs_with_the_recipes_lr_and_decay_groups():
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values(), strict=True))
 
 
+@pytest.mark.parametrize("foreach", [False, True])
+def test_lamb_is_timms_with_the_decay_groups(foreach):
+    """optim.name=lamb: five steps on the same gradients equal timm's Lamb (its single-tensor and multi-tensor
+    forms, whose rounding differs; gradient clipping left to optim.clip_grad_norm, so its max_grad_norm off),
+    the trust ratio on decayed tensors only; the state survives a weights-only checkpoint round trip.
+    (Gradients are drawn, not computed: through a network's feedback timm's own two forms part by 2e-2
+    within five steps.)"""
+    import io
+
+    from timm.optim import Lamb as TimmLamb
+
+    cfg = compose_config(["+recipe=resnext29_demo_digits", "optim.name=lamb", "optim.lr=0.01", "optim.ref_batch=8",
+                          "optim.weight_decay=0.02", "optim.no_decay=bn_and_bias", "optim.betas=[0.8,0.99]",
+                          "optim.eps=1e-6"]).optim
+    model, ref = tiny(), tiny()
+    opt = build_optimizer(cfg, model, 8)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.02, 0.0]
+    names = {id(p): n for n, p in model.named_parameters()}
+    refs = dict(ref.named_parameters())
+    ref_opt = TimmLamb([{"params": [refs[names[id(p)]] for p in g["params"]], "weight_decay": g["weight_decay"]}
+                        for g in opt.param_groups], lr=0.01, betas=(0.8, 0.99), eps=1e-6, max_grad_norm=None,
+                       foreach=foreach)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        for n, p in model.named_parameters():
+            p.grad = torch.randn(p.shape, generator=g) * 0.1
+            refs[n].grad = p.grad.clone()
+        opt.step()
+        ref_opt.step()
+    for n, p in model.named_parameters():
+        assert torch.allclose(p, refs[n], rtol=1e-6, atol=1e-7), n
+    start = dict(tiny().named_parameters())
+    moved = {n: (p - start[n]).norm() / start[n].norm() for n, p in model.named_parameters() if start[n].norm() > 0}
+    assert moved["fc.weight"] > 0.01  # a decayed tensor: its step is lr x trust ratio x a unit-scale direction
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    again = build_optimizer(cfg, tiny(), 8)
+    again.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
+    assert float(next(iter(again.state.values()))["step"]) == 5
+
+
 @pytest.mark.parametrize("override, message", [
     ("optim.clip_grad_norm=-1", "optim.clip_grad_norm=-1.0 must be >= 0 (0 = no clipping)"),
     ("optim.betas=[0.9]", "optim.betas=[0.9] must be two factors in [0, 1)"),
-    ("optim.name=lamb", "optim.name='lamb' is not valid; choose one of sgd, adamw"),
+    ("optim.name=lars", "optim.name='lars' is not valid; choose one of sgd, adamw, lamb"),
 ])
 def test_bad_values_are_one_line(override, message):
     with pytest.raises(ConfigError, match=f"^{message.replace('[', '.').replace(']', '.').replace('(', '.').replace(')', '.')}"):
@@ -115,6 +156,41 @@ def test_drop_path_rates_rise_linearly_and_drop_whole_residual_branches():
     assert all(m.drop_path == 0 for m in plain.modules() if isinstance(m, Bottleneck))
     with pytest.raises(ValueError, match="drop_path must be in"):
         build_model("resnext50_32x4d", drop_path=1.0)
+
+
+def test_drop_path_draws_are_timms_and_do_not_depend_on_the_split():
+    """Drawn stochastic depth (engine.depth, as training draws it): a block keeps sample i where its draw is
+    >= the rate, which is timm's DropPath given the same uniforms (torch.rand inside bernoulli is that
+    comparison); a step's draws for an image are the same on 1 process x 2 micro-batches as on 2 processes,
+    and differ between steps and seeds."""
+    from timm.layers import DropPath
+
+    from resnext.engine.depth import DepthDraws
+    from resnext.models.blocks import drawn_drops, dropping_blocks
+
+    model = build_model("resnext29_8x64d", num_classes=10, cardinality=2, width=2, drop_path=0.4).train()
+    blocks = dropping_blocks(model)
+    assert len(blocks) == 8  # 9 blocks, the first at rate 0
+    block = blocks[-1]
+    x = torch.randn(64, block.conv1.in_channels, 4, 4)
+    u = torch.rand(64, len(blocks))
+    with drawn_drops(blocks, u):
+        got = block(x)
+    assert block.drop_draws is None  # only within
+    branch = block.transform(x)
+    oracle = DropPath(0.4).train()
+    with torch.random.fork_rng():  # timm draws bernoulli_(keep): the same as rand >= 1 - keep for these draws
+        kept = u[:, -1] >= 0.4
+        want = torch.relu(branch * kept.view(-1, 1, 1, 1) / 0.6 + x)
+        torch.manual_seed(5)
+        mask = torch.empty(64, 1, 1, 1).bernoulli_(0.6)
+        torch.manual_seed(5)
+        assert torch.allclose(oracle(branch), branch * mask / 0.6)
+    assert torch.allclose(got, want, atol=1e-6) and 0 < int(kept.sum()) < 64
+    d = DepthDraws(blocks=8, seed=3)
+    one = d.rows(epoch=1, step=4, rank=0, world=1, rows=32)
+    assert torch.equal(torch.cat([d.rows(1, 4, r, 2, 16) for r in range(2)]), one)
+    assert not torch.equal(d.rows(1, 5, 0, 1, 32), one) and not torch.equal(DepthDraws(8, 4).rows(1, 4, 0, 1, 32), one)
 
 
 @pytest.mark.parametrize("every, warmup", [(1, 0), (2, 3)])

@@ -362,13 +362,14 @@ def test_bn_stats_first_without_bn_groups_is_one_line():
 
 
 ALL_ON = ["data.mixup_alpha=0.2", "data.cutmix_alpha=1.0", "trainer.ema_decay=0.9", "optim.clip_grad_norm=1.0",
-          "optim.name=adamw", "optim.lr=0.001", "optim.weight_decay=0.05", "model.bn_batch=16"]
+          "optim.name=adamw", "optim.lr=0.001", "optim.weight_decay=0.05", "model.bn_batch=16", "model.drop_path=0.2"]
 
 
 @pytest.mark.slow
 def test_methods_beyond_the_paper_keep_the_world_size_invariance(tmp_path):
-    """Mixup, CutMix, EMA, clipping and AdamW on: 2 processes x 16 train bit for bit what 1 process x 2
-    micro-batches of 16 trains (draws per step, partners within BN groups); model and EMA compared."""
+    """Mixup, CutMix, EMA, clipping, AdamW and stochastic depth on: 2 processes x 16 train bit for bit what
+    1 process x 2 micro-batches of 16 trains (mixing and depth draws per step and position, partners within
+    BN groups); model and EMA compared."""
     run = [*SAME, *ALL_ON, "trainer.epochs=1", "trainer.max_steps_per_epoch=3"]
     for name, extra, nproc in (("ddp", [], 2), ("acc", ["trainer.accumulate=2"], 1)):
         res = train(tmp_path / name, *run, *extra, nproc=nproc)
@@ -381,9 +382,8 @@ def test_methods_beyond_the_paper_keep_the_world_size_invariance(tmp_path):
 
 @pytest.mark.slow
 def test_methods_beyond_the_paper_resume_exactly(tmp_path):
-    """All of them on, stochastic depth too (its masks come from the per-process generator a checkpoint
-    saves): stopped after one epoch and resumed, the run ends bit for bit as the uninterrupted one."""
-    run = [*SAME, *ALL_ON, "model.drop_path=0.2", "trainer.max_steps_per_epoch=3"]
+    """All of them on: stopped after one epoch and resumed, the run ends bit for bit as the uninterrupted one."""
+    run = [*SAME, *ALL_ON, "trainer.max_steps_per_epoch=3"]
     assert train(tmp_path / "straight", *run, "trainer.epochs=2").returncode == 0
     assert train(tmp_path / "resumed", *run, "trainer.epochs=1").returncode == 0
     res = train(tmp_path / "resumed", *run, "trainer.epochs=2")

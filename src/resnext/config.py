@@ -102,7 +102,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # sgd (momentum, Nesterov) | adamw (decoupled weight decay: torch.optim.AdamW)
+    name: str = "sgd"  # sgd (momentum, Nesterov) | adamw (decoupled weight decay: torch.optim.AdamW) | lamb (layer-wise trust ratio: resnext.lamb)
     lr: float = 0.1  # learning rate for a global batch of ref_batch images (linear scaling rule)
     ref_batch: int = 256  # batch the base lr is quoted for: lr_used = lr * batch_size / ref_batch
     momentum: float = 0.9  # SGD momentum
@@ -111,8 +111,8 @@ class OptimConfig:
     no_decay: str = "none"  # parameters without weight decay: none | bn_and_bias | bn | bn_named (resnext.optim)
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     foreach: bool | None = None  # multi-tensor SGD update; null = PyTorch's choice (on GPU only: 7% slower on CPU)
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw: running-average factors of the gradient and its square
-    eps: float = 1.0e-8  # adamw: added to the root of the squared-gradient average
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw, lamb: running-average factors of the gradient and its square
+    eps: float = 1.0e-8  # adamw, lamb (its paper uses 1e-6): added to the root of the squared-gradient average
     clip_grad_norm: float = 0.0  # clip the gradient's global L2 norm to this before each step (fp16: after unscaling); 0 = off
     fused: bool | None = None  # one fused SGD kernel (fp16 loss scaling then unscales and skips on the device, no per-step host sync); null = on CUDA
 
@@ -211,7 +211,7 @@ CHOICES = {
     "schedule.name": ("step", "cosine"),
     "schedule.granularity": ("step", "epoch"),
     "optim.no_decay": NO_DECAY,
-    "optim.name": ("sgd", "adamw"),
+    "optim.name": ("sgd", "adamw", "lamb"),
     "trainer.device": ("auto", "cpu", "cuda"),
     "trainer.precision": ("auto", "fp32", "bf16", "fp16"),
     "trainer.channels_last": ("auto", "true", "false"),

@@ -1,10 +1,12 @@
-"""The optimizer: SGD (momentum, Nesterov) or AdamW, with the weight-decay exemptions a recipe names
+"""The optimizer: SGD (momentum, Nesterov), AdamW or LAMB (resnext.lamb), with the weight-decay exemptions a recipe names
 (optim.no_decay)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .lamb import Lamb
 
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
@@ -55,13 +57,16 @@ def use_fused(fused: bool | None, device: torch.device) -> bool:
 
 
 def build_optimizer(cfg, model: nn.Module, batch_size: int) -> torch.optim.Optimizer:
-    """SGD (or AdamW: optim.name) for the optim config subtree; its lr is the scaled base lr (the schedule
+    """SGD (or AdamW, LAMB: optim.name) for the optim config subtree; its lr is the scaled base lr (the schedule
     multiplies it); weight decay per group as optim.no_decay says (AdamW's decoupled from the gradient)."""
     lr = scaled_lr(cfg.lr, batch_size, cfg.ref_batch)
     groups = param_groups(model, cfg.weight_decay, str(cfg.no_decay))
     device = next(model.parameters()).device
     fused = use_fused(cfg.get("fused"), device)
-    if str(cfg.get("name", "sgd")) == "adamw":
+    name = str(cfg.get("name", "sgd"))
+    if name == "lamb":
+        opt = Lamb(groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    elif name == "adamw":
         opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps,
                                 foreach=None if fused else cfg.foreach, fused=fused or None)
     else:

@@ -165,7 +165,8 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
         described=describe(cfg, plan.class_names), micro_batches=plan.micro_batches, batch=plan.batch,
         clip_grad_norm=float(cfg.optim.get("clip_grad_norm", 0.0)), ema_decay=float(t.ema_decay),
         ema_every=int(t.ema_every), ema_warmup_steps=round(float(t.ema_warmup_epochs) * plan.steps_per_epoch),
-        mixer=Mixer(float(cfg.data.mixup_alpha), float(cfg.data.cutmix_alpha), plan.classes, plan.bn_images, t.seed))
+        mixer=Mixer(float(cfg.data.mixup_alpha), float(cfg.data.cutmix_alpha), plan.classes, plan.bn_images, t.seed),
+        seed=int(t.seed))
     return Parts(wrapped, model, loaders, optimizer, schedule, precision), opts, plan
 
 

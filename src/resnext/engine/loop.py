@@ -14,10 +14,12 @@ from torch import nn
 
 from ..data.base import Loaders
 from ..errors import EXIT_NONFINITE, EXIT_OK, EXIT_REQUEUE, EXIT_SAVE_FAILED, SaveError
+from ..models.blocks import dropping_blocks
 from ..models.ghost_bn import groups_of_a_partial_batch
 from ..optim import prime_momentum
 from ..schedule import Schedule
 from . import checkpoint as ckpt
+from .depth import DepthDraws
 from .dist import World, all_reduce_max
 from .ema import WeightEMA
 from .logging import RunLog
@@ -69,6 +71,7 @@ class FitOptions:
     ema_every: int = 1  # optimizer steps between its updates
     ema_warmup_steps: int = 0  # steps during which it copies the weights
     mixer: Mixer | None = None  # data.mixup_alpha / cutmix_alpha: training batches mixed within BN groups
+    seed: int = 0  # trainer.seed: stochastic depth's per-step draws (engine.depth) derive from it
     reset_optimizer: bool = False  # a resume takes lr/momentum/decay from the config, not the checkpoint
 
 
@@ -129,6 +132,8 @@ class Trainer:
         self.sync_every = 1 if world.device.type == "cpu" else opts.log_every
         self.ema = (WeightEMA(self.raw, opts.ema_decay, opts.ema_every, opts.ema_warmup_steps)
                     if opts.ema_decay > 0 else None)  # evaluated and saved beside the model
+        self.drop_blocks = dropping_blocks(self.raw)  # model.drop_path's blocks, drawn for per step
+        self.depth = DepthDraws(len(self.drop_blocks), opts.seed) if self.drop_blocks else None
         self.resumed = resume is not None  # this start continues a checkpoint
         self.written_by = world.world_size  # processes of the start that wrote the checkpoint resumed from
         if resume is not None:
@@ -234,9 +239,14 @@ class Trainer:
             if mixer is not None and mixer.on:  # the step's draw: a function of (seed, epoch, step)
                 group = max(1, mixer.group * y.shape[0] // (self.o.batch or y.shape[0]))  # (a kept last batch)
                 x, target = mixer(x, y, mixer.draw(s.epoch, s.step_in_epoch, x.shape[-2], x.shape[-1]), group)
+            drops = None
+            if self.depth is not None:  # per image and block: a function of (seed, epoch, step, position)
+                w = self.world
+                draws = self.depth.rows(s.epoch, s.step_in_epoch, w.rank, w.world_size, y.shape[0])
+                drops = (self.drop_blocks, draws.to(x.device, non_blocking=True))
             with groups_of_a_partial_batch(self.model, y.shape[0], self.o.batch or y.shape[0]):
                 loss, logits = train_step(self.model, x, target, self.opt, self.scaler, self.precision,
-                                          self.criterion, self.o.micro_batches, self.o.clip_grad_norm)
+                                          self.criterion, self.o.micro_batches, self.o.clip_grad_norm, drops)
             self.meter.update(loss, logits, y)
             images = y.shape[0] * self.world.world_size  # every rank steps on an equal share (ShardPlan)
             epoch_images += images

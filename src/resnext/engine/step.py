@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..crops import mean_over_crops
+from ..models.blocks import drawn_drops
 from ..models.ghost_bn import later_micro_batch
 from .metrics import Meter
 from .precision import Precision
@@ -16,22 +17,25 @@ from .precision import Precision
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler, precision: Precision, criterion: nn.Module, micro: int = 1,
-               clip: float = 0.0):
+               clip: float = 0.0, drops: tuple[list[nn.Module], torch.Tensor] | None = None):
     """One optimizer step in the one precision path, over ``micro`` micro-batches of the batch (gradient
     accumulation: DDP all-reduces on the last only), the gradient's global norm clipped to ``clip`` (> 0;
-    unscaled first under fp16); returns (loss, logits) of the batch, on the device."""
+    unscaled first under fp16); ``drops``: (the blocks with a drop rate, the batch's rows of their draws:
+    engine.depth). Returns (loss, logits) of the batch, on the device."""
     optimizer.zero_grad(set_to_none=True)
+    blocks, draws = drops if drops is not None else ([], None)
     if micro == 1:
-        with precision.autocast():
+        with precision.autocast(), drawn_drops(blocks, draws):
             logits = model(x)
             loss = criterion(logits.float(), y)
         scaler.scale(loss).backward()
     else:
         losses, outs = [], []
-        for i, (xi, yi) in enumerate(zip(x.chunk(micro), y.chunk(micro), strict=True)):
+        parts = draws.chunk(micro) if draws is not None else [None] * micro
+        for i, (xi, yi, di) in enumerate(zip(x.chunk(micro), y.chunk(micro), parts, strict=True)):
             last = i == micro - 1
             with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync(), \
-                    later_micro_batch(model) if i else contextlib.nullcontext():
+                    later_micro_batch(model) if i else contextlib.nullcontext(), drawn_drops(blocks, di):
                 with precision.autocast():
                     out = model(xi)
                     part = criterion(out.float(), yi)

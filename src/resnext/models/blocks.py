@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -37,12 +38,39 @@ def build_stages(net: nn.Module, in_ch: int, plan: Sequence[tuple[int, int]],
     return in_ch
 
 
-def drop_branch(out: torch.Tensor, rate: float) -> torch.Tensor:
-    """Stochastic depth on a residual branch: torchvision.ops.stochastic_depth, "row" mode (imported here, not
-    at the top: torchvision costs a second of start-up to every command that lists the models)."""
+def drop_branch(out: torch.Tensor, rate: float, draws: torch.Tensor | None = None) -> torch.Tensor:
+    """Stochastic depth on a residual branch, per sample: dropped with probability ``rate``, kept ones scaled
+    by 1 / (1 - rate). ``draws`` (one uniform in [0, 1) per sample, set by ``drawn_drops``) keeps the samples
+    whose draw is >= rate; without them, torchvision.ops.stochastic_depth's "row" mode draws from torch's
+    generator (imported here, not at the top: torchvision costs a second of start-up to every command that
+    lists the models)."""
+    if draws is not None:
+        keep = (draws >= rate).to(out.dtype).div_(1.0 - rate)
+        return out * keep.view(-1, *([1] * (out.dim() - 1)))
     from torchvision.ops import stochastic_depth
 
     return stochastic_depth(out, rate, "row", training=True)
+
+
+def dropping_blocks(model: nn.Module) -> list[nn.Module]:
+    """The residual blocks of ``model`` (DDP or compiled wrappers included) with a drop rate, in order."""
+    return [m for m in model.modules() if getattr(m, "drop_path", 0) > 0]
+
+
+@contextlib.contextmanager
+def drawn_drops(blocks: list[nn.Module], draws: torch.Tensor | None):
+    """Within the block, block j of ``blocks`` keeps sample i's branch where ``draws[i, j]`` >= its rate
+    (None: torch's generator draws, as a model used alone does)."""
+    if draws is None:
+        yield
+        return
+    for j, block in enumerate(blocks):
+        block.drop_draws = draws[:, j]
+    try:
+        yield
+    finally:
+        for block in blocks:
+            block.drop_draws = None
 
 
 def drop_path_rates(blocks: int, rate: float) -> list[float]:
@@ -92,6 +120,7 @@ class Bottleneck(nn.Module):
         super().__init__()
         mid = group_width(planes, cardinality, width)
         self.drop_path = drop_path
+        self.drop_draws: torch.Tensor | None = None  # per-sample uniforms for the next forward (drawn_drops)
         out_ch = planes * self.expansion
         self.out_channels = out_ch
         self.conv1 = nn.Conv2d(in_ch, mid, 1, bias=False)
@@ -115,7 +144,7 @@ class Bottleneck(nn.Module):
         out = self.transform(x)
         if self.shortcut:
             if self.drop_path > 0 and self.training:
-                out = drop_branch(out, self.drop_path)
+                out = drop_branch(out, self.drop_path, self.drop_draws)
             out = out + (x if self.downsample is None else self.downsample(x))
         return self.relu(out)
 
@@ -200,6 +229,7 @@ class _SplitBlock(nn.Module):
         self.bn3 = _slice_bn(block.bn3, 0, block.bn3.num_features)
         self.shortcut = block.shortcut
         self.drop_path = block.drop_path
+        self.drop_draws: torch.Tensor | None = None
         self.downsample = None
         if block.downsample is not None:
             conv, bn = block.downsample
@@ -214,7 +244,7 @@ class _SplitBlock(nn.Module):
         out = self.bn3(self.aggregate([p(x) for p in self.paths]))
         if self.shortcut:
             if self.drop_path > 0 and self.training:
-                out = drop_branch(out, self.drop_path)
+                out = drop_branch(out, self.drop_path, self.drop_draws)
             out = out + (x if self.downsample is None else self.downsample(x))
         return self.relu(out)
 
