@@ -266,3 +266,37 @@ def test_recipes_use_their_reference_filter():
         assert compose_config([f"+recipe={name}"]).data.interpolation == "bicubic", name
     assert compose_config(["+recipe=resnext101_32x4d_nvidia"]).data.interpolation == "bilinear"
     assert compose_config([]).data.interpolation == "bilinear"  # the default: torchvision's
+
+
+@pytest.mark.parametrize("policy", ["ta_wide", "randaugment"])
+def test_train_parity_with_auto_augment_and_random_erasing(photo_root, policy):
+    """data.auto_augment and data.random_erase on DALI: each sample gets the op, magnitude, sign and erased box
+    torchvision's transforms draw for it in the torch loader (resnext.data.policies), so the two loaders'
+    batches agree image by image: erased boxes exactly, the rest within what the ops' implementations differ
+    by (DALI's equalize is OpenCV's formula, its warps interpolate on their own grid: per-op figures in
+    test_beyond.py) on top of the resizers' one level."""
+    aug = dict(auto_augment=policy, random_erase=0.5, image_size=40)
+    a, b = (images(photo_root, backend, True, **aug) for backend in BACKENDS)
+    diff = levels(a, b)
+    per_image = diff.mean(dim=(1, 2, 3))
+    assert a.shape == b.shape == (16, 3, 40, 40)
+    erased = (a == 0).all(dim=1) & (b == 0).all(dim=1)  # the mean colour: normalized 0 in every channel
+    assert 0 < int(erased.flatten(1).any(dim=1).sum()) < 16  # about half the images, in the same places
+    assert torch.equal((a == 0).all(dim=1), (b == 0).all(dim=1))
+    assert per_image.max() < 3 and diff.mean() < 1.5, per_image.tolist()  # measured: 2.8 and 1.12 at most
+    plain = images(photo_root, "dali_cpu", True, image_size=40)
+    assert levels(plain, a).mean() > 5  # the policy and the erasing did act (the same crops otherwise)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("policy", ["ta_wide", "randaugment"])
+def test_gpu_auto_augment_and_random_erasing_as_the_torch_loader(photo_root, policy):
+    """dali_gpu runs the policies' ops on GPU operators (the op chosen per sample on the CPU side, as on
+    dali_cpu): the same erased boxes and the same ops as the torch loader, image by image. (Written without
+    a GPU: the bounds are dali_cpu's measured ones plus nvJPEG's level of decoding difference.)"""
+    p = Placement(0, 1, torch.device("cuda", 0), torch.float32, False, 2)
+    aug = dict(auto_augment=policy, random_erase=0.5, image_size=40)
+    a = torch.cat([x.cpu() for x, _ in build_loaders(cfg(photo_root, "dali_gpu", **aug), p).train])
+    b = images(photo_root, "torch", True, **aug)
+    assert torch.equal((a == 0).all(dim=1), (b == 0).all(dim=1))
+    assert levels(a, b).mean(dim=(1, 2, 3)).max() < 4 and levels(a, b).mean() < 2

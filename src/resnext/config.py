@@ -82,10 +82,10 @@ class DataConfig:
     min_aspect: float = 0.75  # smallest crop aspect ratio (the largest is its inverse)
     color_jitter: float = 0.4  # brightness/contrast/saturation jitter strength; 0 = off
     lighting: float = 0.1  # std of AlexNet-style PCA lighting noise; 0 = off
-    auto_augment: str = "none"  # none | ta_wide (TrivialAugmentWide) | randaugment: torchvision's policy after the crop and flip (data.backend=torch)
+    auto_augment: str = "none"  # none | ta_wide (TrivialAugmentWide) | randaugment: torchvision's policy after the crop and flip (DALI: the same draws per image, DALI's ops: resnext.data.policies)
     randaugment_ops: int = 2  # randaugment: operations per image
     randaugment_magnitude: int = 9  # randaugment: their magnitude (0..30)
-    random_erase: float = 0.0  # probability of torchvision's RandomErasing on each normalized training image (data.backend=torch); 0 = off
+    random_erase: float = 0.0  # probability of torchvision's RandomErasing on each normalized training image (any ImageNet loader); 0 = off
     mixup_alpha: float = 0.0  # Mixup: each training image blended with its BN-group neighbour, weight ~ Beta(alpha, alpha) per step, targets likewise; 0 = off
     cutmix_alpha: float = 0.0  # CutMix: a box of the neighbour pasted in, lam ~ Beta(alpha, alpha) per step (with Mixup on too, one of them per step, even odds); 0 = off
     pad: int = 4  # in-memory sets (CIFAR, digits): zero padding before the random crop
@@ -300,9 +300,9 @@ def validate(cfg: DictConfig, world_size: int = 1, cuda: bool = False) -> None:
     if not 0 <= d.val_fraction < 1:
         raise ConfigError(f"data.val_fraction={d.val_fraction} must be in [0, 1) (0 = evaluate on val/)")
     policies = d.auto_augment != "none" or d.random_erase > 0
-    if policies and not (d.dataset == "imagenet" and d.backend == "torch"):
-        raise ConfigError(f"data.auto_augment={d.auto_augment} / data.random_erase={d.random_erase} are torchvision's "
-                          "and run in the torchvision loader only: set data.backend=torch (on a JPEG folder)")
+    if policies and d.dataset != "imagenet":
+        raise ConfigError(f"data.auto_augment={d.auto_augment} / data.random_erase={d.random_erase} run in the "
+                          f"ImageNet loaders (torch, dali_cpu, dali_gpu) on a JPEG folder, not on data.dataset={d.dataset}")
     if not 0 <= d.random_erase <= 1 or not 0 <= d.randaugment_magnitude <= 30 or d.randaugment_ops < 1:
         raise ConfigError(f"data.random_erase={d.random_erase} must be a probability, data.randaugment_ops="
                           f"{d.randaugment_ops} >= 1 and data.randaugment_magnitude={d.randaugment_magnitude} in 0..30")

@@ -14,6 +14,7 @@ from .base import Placement
 from .imagenet_augment import AugConfig, draw, image_size, interpolation, sample_seed
 from .imagenet_folder import MEAN, STD
 from .plan import ShardPlan
+from .policies import Policy, apply_dali, columns, draw_columns, draw_policy
 from .source import VERIFY_HINT, ImageSource, find_bad
 
 # nvJPEG buffer hints sized for ImageNet's largest images (the values of NVIDIA's ImageNet DALI
@@ -69,6 +70,7 @@ class Source:
 
     def __init__(self, images: ImageSource, cfg, batch: int, train: bool) -> None:
         self.images, self.aug, self.batch, self.train = images, AugConfig.of(cfg), batch, train
+        self.policy = Policy.of(cfg)  # data.auto_augment / random_erase: their draws travel as columns too
         self.resize, self.crop, self.crops = int(cfg.val_resize), int(cfg.val_crop), 1 if train else int(cfg.eval_crops)
         self.start([], [])
 
@@ -100,14 +102,19 @@ class Source:
         n = len(idx)
         box, mirror = np.empty((n, 4), np.float32), np.empty(n, np.int32)
         jitter, mean = np.empty((n, 3), np.float32), np.empty((n, 3), np.float32)
+        seeds = [sample_seed(self.seed, self.epoch, self.positions[lo + k]) for k in range(n)]
         for k, (w, h) in enumerate(sizes):
-            a = draw(sample_seed(self.seed, self.epoch, self.positions[lo + k]), w, h, self.aug)
+            a = draw(seeds[k], w, h, self.aug)
             box[k] = (a.x, a.y, a.w, a.h)
             mirror[k] = a.flip  # lighting below: x + s - m = x - (m - s), a per-sample mean
             jitter[k] = (a.brightness, a.contrast, a.saturation)
             mean[k] = [255 * (m - s) for m, s in zip(MEAN, a.shift, strict=True)]
         out = (data, labels, np.ascontiguousarray(box[:, :2]), np.ascontiguousarray(box[:, 2:]), mirror, mean)
-        return out + tuple(np.ascontiguousarray(jitter[:, i]) for i in range(3)) if self.aug.color_jitter > 0 else out
+        if self.aug.color_jitter > 0:
+            out += tuple(np.ascontiguousarray(jitter[:, i]) for i in range(3))
+        if self.policy.on:  # torchvision's draws for these seeds (the torch loader's, sample by sample)
+            out += tuple(draw_columns(self.policy, [draw_policy(self.policy, sd) for sd in seeds]))
+        return out
 
     def _size(self, i: int, data: np.ndarray) -> tuple[int, int]:
         try:
@@ -137,8 +144,8 @@ def _jitter(images, brightness, contrast, saturation):
 
 
 def _pipeline(source: Source, cfg, place: Placement, batch: int, gpu: bool):
-    """Train: fused decode + crop of the given box, resize, optional jitter, mirror, normalize with the
-    lighting-shifted mean. Val: decode, resize the shorter side, center crop, normalize (sizes and crop
+    """Train: fused decode + crop of the given box, resize, optional jitter, mirror, data.auto_augment's ops,
+    normalize with the lighting-shifted mean, data.random_erase's box. Val: decode, resize the shorter side, center crop, normalize (sizes and crop
     positions from Source, so the pixels are torchvision's); with ten crops, the ten crops stacked.
     Resizes use data.interpolation. ``gpu``: the mixed (nvJPEG) decoder and GPU operators on
     place.device; else DALI's CPU operators, whose outputs DALI moves to place.device when it is a GPU
@@ -155,11 +162,16 @@ def _pipeline(source: Source, cfg, place: Placement, batch: int, gpu: bool):
     std = [255 * s for s in STD]
     interp = {"bilinear": types.INTERP_LINEAR, "bicubic": types.INTERP_CUBIC}[interpolation(cfg)]
 
-    @pipeline_def(batch_size=batch, num_threads=max(1, cfg.workers), device_id=device_id, prefetch_queue_depth=2)
+    policy = source.policy
+    ops = policy.name != "none"
+
+    @pipeline_def(batch_size=batch, num_threads=max(1, cfg.workers), device_id=device_id, prefetch_queue_depth=2,
+                  enable_conditionals=ops)  # the policy's ops split the batch by the op each sample drew
     def train():
         jitter = cfg.color_jitter > 0
-        jpegs, labels, anchor, shape, mirror, mean, *bcs = fn.external_source(
-            source=source, num_outputs=9 if jitter else 6, batch=True)
+        jpegs, labels, anchor, shape, mirror, mean, *rest = fn.external_source(
+            source=source, num_outputs=6 + 3 * jitter + columns(policy), batch=True)
+        bcs, drawn = rest[:3 * jitter], rest[3 * jitter:]
         hints = dict(preallocate_width_hint=PREALLOCATE_WIDTH, preallocate_height_hint=PREALLOCATE_HEIGHT) if gpu else {}
         images = fn.decoders.image_slice(jpegs, anchor, shape, axis_names="WH", normalized_anchor=False,
                                          normalized_shape=False, output_type=types.RGB, adjust_orientation=False,
@@ -168,8 +180,12 @@ def _pipeline(source: Source, cfg, place: Placement, batch: int, gpu: bool):
                            antialias=True)
         if jitter:
             images = _jitter(images, *bcs)
+        if ops:  # after the flip, as torchvision's preset (its geometric ops do not commute with a flip)
+            images = apply_dali(policy, fn.flip(images, horizontal=mirror), drawn, types.INTERP_LINEAR)
         images = fn.crop_mirror_normalize(images, dtype=dtype, output_layout=layout, mean=mean, std=std,
-                                          mirror=mirror)
+                                          mirror=0 if ops else mirror)
+        if policy.erase > 0:  # after normalization, with 0 (the mean colour), as torchvision's RandomErasing
+            images = fn.erase(images, anchor=drawn[-2], shape=drawn[-1], axis_names="HW", fill_value=0)
         return (images.gpu(), labels.gpu()) if cuda else (images, labels)
 
     @pipeline_def(batch_size=batch, num_threads=max(1, cfg.workers), device_id=device_id, prefetch_queue_depth=2)

@@ -20,6 +20,7 @@ from .base import Placement
 from .imagenet_augment import AugConfig, draw, interpolation, sample_seed
 from .imagenet_folder import MEAN, STD
 from .plan import ShardPlan
+from .policies import POLICY_SEED
 from .source import VERIFY_HINT, ImageSource, find_bad
 
 
@@ -58,11 +59,6 @@ def _stop_workers() -> None:
 multiprocessing.util.Finalize(None, _stop_workers, exitpriority=100)
 
 FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}  # PIL's, antialiased when shrinking
-
-
-POLICY_SEED = 0x7A5E_ED  # the per-sample seed's stream for the policies' draws, apart from the crop's
-
-AUTO_AUGMENT = ("none", "ta_wide", "randaugment")
 
 
 def auto_augment(cfg):
