@@ -129,3 +129,29 @@ def test_the_one_way_to_make_a_trainer_validates_as_train_py(tmp_path):
     with pytest.raises(ConfigError, match="data.pad=-3 must be >= 0"):
         build(cfg, init_world("cpu"), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_bench_data_counts_the_images_it_loaded_and_times_the_policies(tmp_path, capsys):
+    """bench data on a real JPEG folder: each backend's rate is the images it actually loaded per second
+    (an epoch of whole batches, counted from the batches), and --with times each backend again with the data
+    overrides (here the V2 recipe's TrivialAugmentWide and random erasing), paired against itself without."""
+    from resnext.bench.__main__ import main
+    from resnext.data.tools import make_fake
+
+    make_fake(tmp_path / "fk", 2, 11, 1, (64, 48))  # 22 training images: 5 batches of 4, 2 left over
+    main(["data", str(tmp_path / "fk"), "--batch", "4", "--size", "32", "--workers", "1", "--repeats", "2",
+          "--backends", "dali_cpu,torch", "--with", "data.auto_augment=ta_wide data.random_erase=0.1",
+          "--out", str(tmp_path / "r.json")])
+    result = json.loads((tmp_path / "r.json").read_text())
+    rows = {r["name"]: r for r in result["rows"]}
+    assert list(rows) == ["dali_cpu", "dali_cpu + with", "torch", "torch + with", "reference (ImageFolder + DataLoader)"]
+    assert all(r["images"] == [20, 20] for r in rows.values())
+    assert result["settings"]["with"] == {"data.auto_augment": "ta_wide", "data.random_erase": 0.1}
+    for name in ("dali_cpu", "torch"):
+        w = rows[f"{name} + with"]
+        pairs = [a / b for a, b in zip(w["all_images_per_s"], rows[name]["all_images_per_s"], strict=True)]
+        assert w["with_vs_without"] == pytest.approx(sum(pairs) / 2)  # the median of two rounds: their mean
+    assert "with --with / without" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["data", str(tmp_path / "fk"), "--with", "auto_augment=ta_wide", "--out", str(tmp_path / "x.json")])
+    assert e.value.code == 2 and "give data.KEY=VALUE with a data key" in capsys.readouterr().err

@@ -13,6 +13,7 @@ those tables, torchvision's zero fill and its sign conventions. Where DALI's pix
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -66,37 +67,35 @@ def draw_policy(policy: Policy, seed: int) -> PolicyDraw:
     """The draws torchvision's transforms make for a sample seeded ``seed``, in their order: TrivialAugmentWide
     (op, then a bin where the op has magnitudes, then a sign where it is signed) or RandAugment (op and sign,
     ``ops`` times, at the fixed bin), then RandomErasing (whether, then up to ten tries at a box)."""
-    ops = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed ^ POLICY_SEED)
-        space = policy.space
-        for _ in range(policy.ops):
-            index = int(torch.randint(len(space), (1,)).item())
-            _, mags, signed = space[index]
-            if policy.name == "randaugment":
-                b = policy.magnitude if mags.ndim > 0 else 0
-            else:
-                b = int(torch.randint(len(mags), (1,), dtype=torch.long).item()) if mags.ndim > 0 else 0
-            neg = int(bool(signed and torch.randint(2, (1,))))
-            ops.append((index, b, neg))
-        erase = _erase_box(policy.size, policy.size) if policy.erase > 0 and torch.rand(1) < policy.erase else None
+    g = torch.Generator().manual_seed(seed ^ POLICY_SEED)  # the stream torch.manual_seed gives the torch loader
+    space, ops = policy.space, []
+    for _ in range(policy.ops):
+        index = int(torch.randint(len(space), (1,), generator=g))
+        _, mags, signed = space[index]
+        if policy.name == "randaugment":
+            b = policy.magnitude if mags.ndim > 0 else 0
+        else:
+            b = int(torch.randint(len(mags), (1,), generator=g)) if mags.ndim > 0 else 0
+        ops.append((index, b, int(bool(signed and torch.randint(2, (1,), generator=g)))))
+    erase = None
+    if policy.erase > 0 and torch.rand(1, generator=g) < policy.erase:
+        erase = _erase_box(policy.size, policy.size, g)
     return PolicyDraw(tuple(ops), erase)
 
 
-def _erase_box(h: int, w: int) -> tuple[int, int, int, int] | None:
+def _erase_box(h: int, w: int, g: torch.Generator) -> tuple[int, int, int, int] | None:
     """RandomErasing.get_params's draws on an h x w image (value 0: no noise drawn); None where its ten
     tries fail (it then leaves the image as it was)."""
-    import math
-
-    area, log_ratio = h * w, torch.log(torch.tensor(ERASE_RATIO))
+    area = h * w
+    log_ratio = torch.log(torch.tensor(ERASE_RATIO))
     for _ in range(10):
-        erase_area = area * torch.empty(1).uniform_(*ERASE_SCALE).item()
-        aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1])).item()
+        erase_area = area * torch.empty(1).uniform_(*ERASE_SCALE, generator=g).item()
+        aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=g)).item()
         eh, ew = int(round(math.sqrt(erase_area * aspect))), int(round(math.sqrt(erase_area / aspect)))
         if not (eh < h and ew < w):
             continue
-        top = int(torch.randint(0, h - eh + 1, size=(1,)).item())
-        left = int(torch.randint(0, w - ew + 1, size=(1,)).item())
+        top = int(torch.randint(0, h - eh + 1, (1,), generator=g))
+        left = int(torch.randint(0, w - ew + 1, (1,), generator=g))
         return top, left, eh, ew
     return None
 
