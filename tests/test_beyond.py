@@ -193,6 +193,27 @@ def test_drop_path_draws_are_timms_and_do_not_depend_on_the_split():
     assert not torch.equal(d.rows(1, 5, 0, 1, 32), one) and not torch.equal(DepthDraws(8, 4).rows(1, 4, 0, 1, 32), one)
 
 
+def test_drawn_drops_under_torch_compile_follow_eager_without_recompiling():
+    """The per-step draws reach a compiled model as block attributes: the compiled forward (dynamo, eager
+    backend: the graph capture is what could go wrong) equals the eager one for new draws every step, and
+    changing them compiles nothing new."""
+    import torch._dynamo
+
+    from resnext.models.blocks import drawn_drops, dropping_blocks
+
+    torch._dynamo.reset()
+    model = build_model("resnext29_8x64d", num_classes=10, cardinality=2, width=2, drop_path=0.5).train()
+    compiled = torch.compile(model, backend="eager")
+    blocks, x = dropping_blocks(model), torch.randn(8, 3, 16, 16)
+    for step in range(4):
+        u = torch.rand(8, len(blocks), generator=torch.Generator().manual_seed(step))
+        with torch.no_grad(), drawn_drops(blocks, u):
+            got, want = compiled(x), model(x)
+        assert torch.equal(got, want), step
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    torch._dynamo.reset()
+
+
 @pytest.mark.parametrize("every, warmup", [(1, 0), (2, 3)])
 def test_weight_ema_is_averaged_model_with_ema_over_parameters_and_buffers(every, warmup):
     """trainer.ema_decay: the average after each step equals torch.optim.swa_utils.AveragedModel with

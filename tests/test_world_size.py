@@ -308,8 +308,10 @@ def test_kept_last_batch_on_two_processes_equals_one(tmp_path):
     batch 512 = 2 full steps and 413 left, kept as 384 = 32 BN groups of 12): 2 processes x 192 train bit for
     bit what 1 process x 2 micro-batches of 192 trains (the same sums in the same order; 1 x 384 agrees to
     rounding only, which three steps amplify past any useful bound); dropping the partial step is the
-    control that must differ."""
-    run = [*SAME, "data.batch_size=512", "model.bn_batch=16", "trainer.epochs=1"]
+    control that must differ. Mixup/CutMix and stochastic depth are on (a superset of the plain run: the
+    partial step mixes within its groups of 12 and draws per position as the full ones do)."""
+    run = [*SAME, "data.batch_size=512", "model.bn_batch=16", "trainer.epochs=1", "data.mixup_alpha=0.2",
+           "data.cutmix_alpha=1.0", "model.drop_path=0.2"]
     runs = {"two": (["data.keep_last_batch=true"], 2), "acc": (["data.keep_last_batch=true", "trainer.accumulate=2"], 1),
             "dropped": (["trainer.accumulate=2"], 1)}
     got = {}
