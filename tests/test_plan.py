@@ -145,3 +145,68 @@ def test_the_cifar_recipes_epoch_is_the_official_loaders():
 def test_a_last_unit_that_is_not_a_multiple_of_the_ranks_is_refused():
     with pytest.raises(ValueError, match="last_unit=3 is not a multiple of the 2 ranks"):
         ShardPlan(10, 2, 0, 2, 0, True, 3)
+
+
+def test_repeated_augmentation_deals_copies_as_torchvisions_ra_sampler():
+    """data.repeated_aug=4 on 8 groups of 16 (torchvision's V2 recipe: --ra-reps 4 over 8 GPUs): rank r of 8
+    serves L[r::8] in order, L the permutation with each sample written 4 times (RASampler's rule); so each
+    step holds 32 distinct images 4 times each, every copy in another group; the epoch keeps its length
+    (size / 4 distinct images); 1 or 2 processes serve the same global batches; positions still seed the
+    augmentation (the copies are augmented differently)."""
+    size, seed, epoch = 1000, 3, 2
+    ranks = [ShardPlan(size, 16, r, 8, seed, True, repeats=4, spread=8) for r in range(8)]
+    perm = ShardPlan(size, 16, 0, 8, seed, True).order(epoch)  # the plain order: the same permutation
+    dealt = perm.repeat_interleave(4)
+    for r, p in enumerate(ranks):
+        idx, pos = p.indices(epoch)
+        assert torch.equal(idx, dealt[r::8][:len(idx)]), r
+    steps = torch.stack([p.indices(epoch)[0].view(-1, 16) for p in ranks], dim=1)  # (step, group, image)
+    assert steps.shape == (7, 8, 16)
+    for step in steps:
+        ids, counts = step.flatten().unique(return_counts=True)
+        assert len(ids) == 32 and bool((counts == 4).all())
+        for i in ids:  # the 4 copies in 4 different groups
+            assert int((step == i).any(dim=1).sum()) == 4
+    one = ShardPlan(size, 128, 0, 1, seed, True, repeats=4, spread=8).indices(epoch)
+    two = [ShardPlan(size, 64, r, 2, seed, True, repeats=4, spread=8).indices(epoch) for r in range(2)]
+    glued = torch.stack([t[0].view(-1, 64) for t in two], dim=1).flatten()
+    assert torch.equal(glued, one[0])
+    assert len(set(one[1].tolist())) == len(one[1])  # one position (one augmentation seed) per copy
+    with pytest.raises(ValueError, match="no repeated order"):
+        ShardPlan(size, 12, 0, 1, seed, True, repeats=4, spread=8)
+
+
+def test_repeated_augmentation_is_a_config_key_with_a_one_line_refusal():
+    from resnext.compose import compose_config
+    from resnext.config import validate
+    from resnext.errors import ConfigError
+    from resnext.plan import RunPlan
+
+    cfg = compose_config(["+recipe=resnext50_32x4d_tv_v2"])
+    assert cfg.data.repeated_aug == 4 and RunPlan.of(cfg, 8).repeat_groups == 8  # 1024 in BN groups of 128
+    assert RunPlan.of(cfg, 2).repeat_groups == 8  # the groups, not the processes: the same order on 2 GPUs
+    assert RunPlan.of(compose_config(["+recipe=resnext50_32x4d_imagenet"]), 8).repeat_groups == 1
+    with pytest.raises(ConfigError, match=r"^data.repeated_aug=0 must be >= 1"):
+        validate(compose_config(["+recipe=resnext29_demo_digits", "data.repeated_aug=0"]))
+
+
+def test_a_run_with_repeated_augmentation_serves_each_image_in_several_groups(tmp_path):
+    """The run's loaders get the repeated order: the session's placement carries data.repeated_aug and the
+    step's BN groups to the loader's ShardPlan (digits, in-memory; every loader reads ShardPlan.of)."""
+
+    from resnext.compose import compose_config
+    from resnext.data import build_loaders
+    from resnext.engine.dist import init_world
+    from resnext.engine.precision import Precision
+    from resnext.plan import RunPlan
+    from resnext.session import placement
+
+    cfg = compose_config(["+recipe=resnext29_demo_digits", "data.repeated_aug=2", "model.bn_batch=8",
+                          "data.batch_size=32"])
+    plan = RunPlan.of(cfg, 1)
+    assert plan.repeat_groups == 4
+    train = build_loaders(cfg.data, placement(cfg, init_world("cpu"), Precision("fp32", "cpu", False), plan)).train
+    first = train.plan.indices(0)[0][:32].view(4, 8)  # step 0 in its 4 BN groups
+    ids, counts = first.unique(return_counts=True)
+    assert len(ids) == 16 and bool((counts == 2).all())
+    assert all(int((first == i).any(dim=1).sum()) == 2 for i in ids)

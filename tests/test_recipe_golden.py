@@ -21,7 +21,7 @@ OFF: dict[str, object] = {"optim.name": "sgd", "optim.betas": [0.9, 0.999], "opt
                           "trainer.ema_decay": 0.0, "trainer.ema_every": 1, "trainer.ema_warmup_epochs": 0.0,
                           "data.mixup_alpha": 0.0, "data.cutmix_alpha": 0.0,
                           "data.auto_augment": "none", "data.randaugment_ops": 2, "data.randaugment_magnitude": 9,
-                          "data.random_erase": 0.0}
+                          "data.random_erase": 0.0, "data.repeated_aug": 1}
 
 
 def flat(node, prefix: str = "") -> dict:

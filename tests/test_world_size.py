@@ -364,13 +364,15 @@ def test_bn_stats_first_without_bn_groups_is_one_line():
 
 
 ALL_ON = ["data.mixup_alpha=0.2", "data.cutmix_alpha=1.0", "trainer.ema_decay=0.9", "optim.clip_grad_norm=1.0",
-          "optim.name=adamw", "optim.lr=0.001", "optim.weight_decay=0.05", "model.bn_batch=16", "model.drop_path=0.2"]
+          "optim.name=adamw", "optim.lr=0.001", "optim.weight_decay=0.05", "model.bn_batch=16", "model.drop_path=0.2",
+          "data.repeated_aug=2"]
 
 
 @pytest.mark.slow
 def test_methods_beyond_the_paper_keep_the_world_size_invariance(tmp_path):
-    """Mixup, CutMix, EMA, clipping, AdamW and stochastic depth on: 2 processes x 16 train bit for bit what
-    1 process x 2 micro-batches of 16 trains (mixing and depth draws per step and position, partners within
+    """Mixup, CutMix, EMA, clipping, AdamW, stochastic depth and repeated augmentation on: 2 processes x 16
+    train bit for bit what 1 process x 2 micro-batches of 16 trains (mixing and depth draws per step and
+    position, copies dealt to BN groups, partners within
     BN groups); model and EMA compared."""
     run = [*SAME, *ALL_ON, "trainer.epochs=1", "trainer.max_steps_per_epoch=3"]
     for name, extra, nproc in (("ddp", [], 2), ("acc", ["trainer.accumulate=2"], 1)):

@@ -90,6 +90,7 @@ class DataConfig:
     cutmix_alpha: float = 0.0  # CutMix: a box of the neighbour pasted in, lam ~ Beta(alpha, alpha) per step (with Mixup on too, one of them per step, even odds); 0 = off
     pad: int = 4  # in-memory sets (CIFAR, digits): zero padding before the random crop
     flip: bool = True  # random horizontal flip (off for digits, whose mirror images are not digits)
+    repeated_aug: int = 1  # torchvision's --ra-reps: each image of the epoch's order comes this many times, differently augmented, its copies in different BN groups of one step (as its RASampler puts them on different GPUs); an epoch stays len(train) images; 1 = off
     keep_last_batch: bool = False  # train on an epoch's last partial batch too (fb.resnet.torch's loaders; rounded down to whole BN groups), not drop it
     workers: int = II("resnext.auto_workers:")  # loader processes/threads per rank; default min(8, cores per process - 1); 0 = in the main process
     file_list: str | None = None  # optional "relative/path label" list instead of scanning train/
@@ -306,6 +307,9 @@ def validate(cfg: DictConfig, world_size: int = 1, cuda: bool = False) -> None:
     if not 0 <= d.random_erase <= 1 or not 0 <= d.randaugment_magnitude <= 30 or d.randaugment_ops < 1:
         raise ConfigError(f"data.random_erase={d.random_erase} must be a probability, data.randaugment_ops="
                           f"{d.randaugment_ops} >= 1 and data.randaugment_magnitude={d.randaugment_magnitude} in 0..30")
+    if d.repeated_aug < 1:
+        raise ConfigError(f"data.repeated_aug={d.repeated_aug} must be >= 1 (1 = each image once per epoch; "
+                          "torchvision's V2 recipe uses 4)")
     if d.mixup_alpha < 0 or d.cutmix_alpha < 0:
         raise ConfigError(f"data.mixup_alpha={d.mixup_alpha} and data.cutmix_alpha={d.cutmix_alpha} must be >= 0 "
                           "(0 = off; torchvision's recipes use 0.2 and 1.0)")

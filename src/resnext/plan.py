@@ -29,6 +29,8 @@ class RunPlan:
     last_batch_unit: int  # data.keep_last_batch: an epoch's last partial batch is kept as a multiple of this
     # many images (the step's BN groups, global_batch / bn_images: each group, rank and micro-batch gets an
     # equal share); 0 = dropped
+    repeat_groups: int  # data.repeated_aug: a step's BN groups (global_batch / bn_images), over which an image's
+    # copies spread; 1 when off
     folder: bool  # JPEG-folder data, decoded by loader workers
     workers: int  # loader workers beside training (0 for in-memory and synthetic data)
     classes: int = 0  # classifier outputs: model.num_classes, or the data's count when that is 0 (with_data)
@@ -47,6 +49,8 @@ class RunPlan:
         return cls(world_size=world_size, global_batch=int(cfg.data.batch_size), batch=batch, eval_batch=eval_batch,
                    micro_batches=k, micro_batch=micro, bn_images=bn_images,
                    last_batch_unit=int(cfg.data.batch_size) // bn_images if keep else 0,
+                   repeat_groups=int(cfg.data.batch_size) // bn_images if int(cfg.data.get("repeated_aug", 1)) > 1
+                   else 1,
                    folder=reads_folder(cfg.data), workers=loader_workers(cfg))
 
     def with_data(self, cfg: DictConfig, num_classes: int, class_names, train_steps: int) -> RunPlan:

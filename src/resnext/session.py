@@ -118,6 +118,13 @@ def set_aside(corrupt: Path | None, world: World) -> None:
         print(f"  {corrupt.name} moved aside to {ckpt.move_aside(corrupt).name}", file=sys.stderr, flush=True)
 
 
+def placement(cfg: DictConfig, world: World, precision: Precision, plan: RunPlan) -> Placement:
+    """Where and how this rank's training batches arrive: device, input dtype and layout, and the order's
+    rules the plan fixed (kept last batch, repeated augmentation over the step's BN groups)."""
+    return Placement(world.rank, world.world_size, world.device, precision.input_dtype, precision.channels_last,
+                     int(cfg.trainer.seed), plan.last_batch_unit, int(cfg.data.repeated_aug), plan.repeat_groups)
+
+
 def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None,
                 plan: RunPlan) -> tuple[Parts, FitOptions, RunPlan]:
     """Each part built from its own config subtree and the run's plan; user mistakes raise before anything is
@@ -126,8 +133,7 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
     say = print if world.is_main else (lambda *_: None)
     precision: Precision = resolve(t.precision, t.channels_last, world.device, t.loss_scale, t.loss_scale_growth)
     torch.backends.cudnn.benchmark = bool(t.cudnn_benchmark)
-    place = Placement(world.rank, world.world_size, world.device, precision.input_dtype,
-                      precision.channels_last, t.seed, plan.last_batch_unit)
+    place = placement(cfg, world, precision, plan)
     loaders = build_loaders(cfg.data, place, cfg.model.num_classes, holdout=read_holdout(run_dir),
                             known_good=read_known_good(run_dir))
     plan = plan.with_data(cfg, loaders.num_classes, loaders.class_names, len(loaders.train))

@@ -56,3 +56,5 @@ class Placement:
     seed: int  # run seed: order and augmentation derive from it
     last_batch_unit: int = 0  # training: 0 drops an epoch's last partial global batch; n keeps it, rounded down
     # to a multiple of n images (the step's BN groups: RunPlan.last_batch_unit), each rank an equal share
+    repeats: int = 1  # training: data.repeated_aug, each image of the order this many times
+    repeat_groups: int = 1  # training: the step's BN groups its copies spread over (RunPlan.repeat_groups)

@@ -49,6 +49,12 @@ class ShardPlan:
     in batches of ``batch``, the last one partial. The shards tile [0, size): every sample exactly once
     over the ranks, no padding.
 
+    Repeated augmentation (``repeats`` R > 1, torchvision's RASampler): the epoch's order is the permutation
+    with each sample written R times in a row (list L), dealt to the step's ``spread`` S groups of G / S
+    positions as RASampler deals L to S GPUs: position k*G + g*(G/S) + j holds L[g + S*(k*G/S + j)]. So an
+    image's copies sit in different groups of one step (different BN statistics), and an epoch holds
+    ``size`` positions: size / R distinct images, each R times, augmented per position.
+
     A position (a place in the epoch's order) is what seeds a sample's augmentation, so starting at
     ``start_step`` or splitting the global batch over more ranks changes neither the samples of a
     global step nor their augmentation.
@@ -61,18 +67,24 @@ class ShardPlan:
     seed: int  # run seed: the training order derives from (seed, epoch)
     train: bool  # training (shuffled, remainder dropped) or evaluation (sharded in order)
     last_unit: int = 0  # training: 0 drops the last partial global batch; n keeps it, a multiple of n images
+    repeats: int = 1  # training: each sample of the order this many times (repeated augmentation)
+    spread: int = 1  # training, with repeats: the step's groups its copies are dealt to
 
     def __post_init__(self) -> None:
         if self.batch < 1 or not 0 <= self.rank < self.world_size or self.size < 0:
             raise ValueError(f"no plan for size={self.size}, batch={self.batch}, rank {self.rank} of {self.world_size}")
         if self.last_unit < 0 or self.last_unit % self.world_size:
             raise ValueError(f"last_unit={self.last_unit} is not a multiple of the {self.world_size} ranks")
+        if self.repeats < 1 or self.spread < 1 or self.global_batch % self.spread:
+            raise ValueError(f"no repeated order with repeats={self.repeats} over {self.spread} groups of a "
+                             f"global batch of {self.global_batch}")
 
     @classmethod
     def of(cls, size: int, batch: int, place: Placement, train: bool) -> ShardPlan:
         """The plan for ``place``'s rank, ``batch`` samples per rank and step."""
         return cls(size, batch, place.rank, place.world_size, place.seed, train,
-                   place.last_batch_unit if train else 0)
+                   place.last_batch_unit if train else 0, place.repeats if train else 1,
+                   place.repeat_groups if train else 1)
 
     @property
     def global_batch(self) -> int:
@@ -131,7 +143,16 @@ class ShardPlan:
 
     def order(self, epoch: int) -> torch.Tensor | None:
         """The epoch's order of the whole split (training), or None for evaluation's identity order."""
-        return epoch_permutation(self.size, self.seed, epoch) if self.train else None
+        if not self.train:
+            return None
+        perm = epoch_permutation(self.size, self.seed, epoch)
+        if self.repeats == 1:
+            return perm
+        g, s = self.global_batch, self.spread
+        p = torch.arange(self.size)
+        step, rest = p // g, p % g
+        entry = rest // (g // s) + s * (step * (g // s) + rest % (g // s))  # the place in L, RASampler's dealing
+        return perm[(entry // self.repeats) % self.size]  # (a set smaller than half a batch wraps round)
 
     def indices(self, epoch: int, start_step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """(sample indices, their positions) this rank serves in ``epoch`` from batch ``start_step`` on,
