@@ -495,3 +495,29 @@ def test_the_resnext101_v2_recipe_is_the_resnext50_one_on_another_network():
     a["model"].pop("depth"), a["model"].pop("width")
     assert a == b
 
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["torch", "dali_cpu"])
+def test_a_jpeg_folder_run_with_every_method_on_resumes_exactly(tmp_path, backend):
+    """The augmentation policies need a JPEG folder (digits cannot run them): on each ImageNet loader, a run
+    with TrivialAugmentWide, random erasing, repeated augmentation, Mixup/CutMix, EMA and stochastic depth,
+    stopped after one epoch and resumed, ends bit for bit as the uninterrupted one (the policy draws are
+    functions of the sample's position, like the crops)."""
+    from runs import train
+
+    from resnext.data.tools import make_fake
+
+    make_fake(tmp_path / "fk", 2, 24, 4, (64, 48))
+    run = [f"data.root={tmp_path / 'fk'}", "data.dataset=imagenet", f"data.backend={backend}", "data.batch_size=16",
+           "data.image_size=32", "data.val_resize=36", "data.val_crop=32", "model.num_classes=0", "data.workers=1",
+           "data.auto_augment=ta_wide", "data.random_erase=0.5", "data.repeated_aug=2", "model.bn_batch=8",
+           "data.mixup_alpha=0.2", "data.cutmix_alpha=1.0", "trainer.ema_decay=0.9", "model.drop_path=0.2",
+           "trainer.max_steps_per_epoch=2"]
+    assert train(tmp_path / "straight", *run, "trainer.epochs=2").returncode == 0
+    assert train(tmp_path / "resumed", *run, "trainer.epochs=1").returncode == 0
+    res = train(tmp_path / "resumed", *run, "trainer.epochs=2")
+    assert res.returncode == 0, res.stderr[-2000:]
+    a, b = (torch.load(tmp_path / n / "checkpoints" / "last.pt", weights_only=True) for n in ("straight", "resumed"))
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(a["ema"]["module"][k], b["ema"]["module"][k]) for k in a["ema"]["module"])
