@@ -37,7 +37,7 @@ def test_the_blocker_hides_what_the_gpu_machine_lacks(gpu_machine_env):
 @pytest.mark.slow
 @pytest.mark.parametrize("script, steps", [
     ("gpu_check.sh", ["pytest_gpu", "smoke_dali_gpu", "smoke_dali_cpu", "smoke_torch"]),
-    ("gpu_speed.sh", ["x50_bf16", "x101_bf16", "x101_fp16", "x50_b32", "data", "e2e", "x50_compile"]),
+    ("gpu_speed.sh", ["x50_bf16", "x101_bf16", "x101_fp16", "x50_b32", "x50_methods", "data", "e2e", "x50_compile"]),
 ])
 def test_gpu_script_dry_run_checks_every_step(gpu_machine_env, script, steps):
     """--dry-run: every bench step's options parsed, every training's overrides composed, the GPU tests
