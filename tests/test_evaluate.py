@@ -73,14 +73,15 @@ def test_ten_crops_exact_over_ranks_and_as_torchvision_ten_crop(run_dir):
     import torchvision.transforms.functional as F
 
     from resnext.data import Placement, build_loaders
-    from resnext.loading import load_model, run_config, typed_config
+    from resnext.engine.rundir import RunDir
+    from resnext.loading import load_model, typed_config
 
     got = [scores(evaluate(str(run_dir), "--crops", "10", "data.val_crop=12", nproc=n)) for n in (1, 2)]
     assert got[0]["crops"] == 10 and got[0]["samples"] == got[1]["samples"] == 359
     assert (got[0]["top1_err"], got[0]["top5_err"]) == (got[1]["top1_err"], got[1]["top5_err"])
     assert got[0]["loss"] == pytest.approx(got[1]["loss"], rel=1e-6)  # fp32 sums split differently
     model = load_model(run_dir).model
-    cfg = typed_config(run_config(run_dir), [])
+    cfg = typed_config(RunDir(run_dir).saved_config(), [])
     loaders = build_loaders(cfg.data, Placement(0, 1, torch.device("cpu"), torch.float32, False, 0), 10)
     loaders.val.set_epoch(0)
     hits1 = hits5 = n = 0

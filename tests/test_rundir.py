@@ -440,12 +440,38 @@ def test_resume_judges_bn_grouping_by_its_effect(change, worlds, verdict):
 
 
 def test_an_empty_saved_config_is_one_line(tmp_path):
-    from resnext.engine.rundir import saved_config
+    from resnext.engine.rundir import RunDir
     from resnext.errors import UserError
 
     (tmp_path / "config.yaml").write_text("")
     with pytest.raises(UserError, match="config.yaml: not a run's config"):
-        saved_config(tmp_path)
+        RunDir(tmp_path).saved_config()
+
+
+def test_the_run_directory_layout_is_named_in_one_place(tmp_path):
+    """RunDir names every file of a run directory, and it is the layout a training writes: config, metrics,
+    TensorBoard folder, checkpoints, the held-out list and the prescan record (one real run, digits);
+    no other module spells those names (grep over src/)."""
+    import re
+    from pathlib import Path
+
+    from runs import train
+
+    from resnext.engine.rundir import RunDir
+
+    run = tmp_path / "run"
+    assert train(run, "trainer.epochs=1", "trainer.max_steps_per_epoch=2").returncode == 0
+    rd = RunDir(run)
+    assert rd.is_run() and rd.saved_config().name == "resnext29_demo_digits"
+    assert rd.metrics.is_file() and any(rd.tb.iterdir()) and rd.checkpoint("last").is_file()
+    assert RunDir.of_weights(rd.checkpoint("last")) == rd and RunDir.of_weights(tmp_path / "x.pt") is None
+    assert rd.holdout() is None and rd.known_good() == {}  # digits: no files held out or prescanned
+    src = Path(__file__).resolve().parents[1] / "src" / "resnext"
+    spelled = [f"{f.relative_to(src)}:{n}" for f in src.rglob("*.py") if f.name != "rundir.py"
+               for n, line in enumerate(f.read_text().splitlines(), 1)
+               if re.search(r"""["'](config\.yaml|metrics\.jsonl|checkpoints|prescan\.json|val_holdout\.txt|tb)["']""",
+                            line) and "torch.hub" not in line]
+    assert spelled == []
 
 
 @pytest.mark.parametrize("planted", [".lock", "metrics.jsonl"])

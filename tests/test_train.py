@@ -136,7 +136,8 @@ def test_training_evaluates_with_ten_crops_when_asked(tmp_path):
     ten-crop softmax means of the saved model (recomputed here from the crops themselves)."""
     from resnext.crops import ten_crops
     from resnext.data import Placement, build_loaders
-    from resnext.loading import load_model, run_config, typed_config
+    from resnext.engine.rundir import RunDir
+    from resnext.loading import load_model, typed_config
 
     d = tmp_path / "r"
     res = train(d, "trainer.epochs=1", "trainer.max_steps_per_epoch=2", "data.eval_crops=10", "data.val_crop=12")
@@ -144,7 +145,7 @@ def test_training_evaluates_with_ten_crops_when_asked(tmp_path):
     assert ", evaluation: 10 crops of 12 px; " in res.stdout, res.stdout
     [epoch] = records(d, "epoch")
     model = load_model(d).model
-    cfg = typed_config(run_config(d), ["data.eval_crops=1"])  # the whole 16x16 images, cropped here
+    cfg = typed_config(RunDir(d).saved_config(), ["data.eval_crops=1"])  # the whole 16x16 images, cropped here
     val = build_loaders(cfg.data, Placement(0, 1, torch.device("cpu"), torch.float32, False, 0)).val
     hits = n = 0
     with torch.no_grad():

@@ -147,10 +147,12 @@ def run_dir_of(overrides: list[str]) -> Path:
 def check_run_dir(run_dir: Path) -> None:
     """ConfigError unless ``run_dir`` is, or can become, a writable folder (tried without leaving a trace).
     A read-only folder holding checkpoints passes: the run may be finished, which needs no writing."""
+    from .engine.rundir import RunDir
+
     try:
         check_folder(run_dir, f"hydra.run.dir={run_dir}")
     except UserError as e:
-        if not any((run_dir / "checkpoints" / name).is_file() for name in ("last.pt", "last.prev.pt")):
+        if not any(RunDir(run_dir).checkpoint(name).is_file() for name in ("last", "last.prev")):
             raise ConfigError(str(e)) from None
 
 
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     prints the run directory (Hydra's hydra.run.dir, as a local run resolves it). One line, exit 2 on a mistake."""
     import sys
 
-    from .engine.rundir import check_resume, saved_config
+    from .engine.rundir import RunDir, check_resume
     from .errors import OneLineParser, UserError
 
     parser = OneLineParser(prog="python -m resnext.compose", description=main.__doc__)
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     precheck(overrides, args.world, args.cuda)
     try:
         run_dir = run_dir_of(overrides)
-        saved = saved_config(run_dir)
+        saved = RunDir(run_dir).saved_config()
         if saved is not None:
             cfg = compose_config(overrides)
             check_resume(saved, cfg, list(cfg.trainer.accept_changes))

@@ -35,7 +35,7 @@ from .crops import CROPS
 from .data import Placement, build_loaders
 from .engine.dist import init_world, shutdown
 from .engine.precision import resolve
-from .engine.rundir import read_holdout
+from .engine.rundir import RunDir
 from .engine.step import evaluate
 from .errors import OneLineParser, UserError, fail
 from .loading import CHECKPOINTS, instantiate, open_source, typed_config
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.crops != 1:  # the val loader delivers each image's crops; evaluate averages them
             cfg.data.eval_crops = args.crops
         run_dir = Path(args.weights)  # a run directory's held-out evaluation files (data.val_fraction), as recorded
-        holdout = read_holdout(run_dir) if run_dir.is_dir() else None
+        holdout = RunDir(run_dir).holdout() if run_dir.is_dir() else None
         loaders = build_loaders(cfg.data, place, cfg.model.num_classes, holdout=holdout)
         spec = src.stored or OmegaConf.to_container(cfg.model, resolve=True)
         if not spec.get("num_classes"):  # 0 = "from the data": the plan resolves it

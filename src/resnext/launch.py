@@ -15,6 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .engine.rundir import RunDir
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR
 
 SIGNALS = {1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 6: "SIGABRT", 9: "SIGKILL", 11: "SIGSEGV", 15: "SIGTERM"}
@@ -35,7 +36,7 @@ def run_dir_of_command(cmd_args: list[str]) -> Path | None:
 
 def ended(run_dir: Path | None, starts_before: int) -> tuple[int, str] | None:
     """(exit code, line) from the run's end record, if this launch's start wrote one."""
-    if run_dir is None or not (run_dir / "metrics.jsonl").is_file():
+    if run_dir is None or not RunDir(run_dir).metrics.is_file():
         return None
     from .status import last_ending, starts
 
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its tracebacks and summaries
     run_dir = run_dir_of_command([args.training_script, *args.training_script_args])
-    before = starts(run_dir) if run_dir is not None and (run_dir / "metrics.jsonl").is_file() else 0
+    before = starts(run_dir) if run_dir is not None and RunDir(run_dir).metrics.is_file() else 0
     failure = ""
     try:
         run(args)

@@ -19,7 +19,7 @@ from .data.cifar import META as CIFAR_META
 from .data.cifar import cifar_class_names
 from .data.imagenet_augment import interpolation
 from .engine.checkpoint import safe_load
-from .engine.rundir import CONFIG, read_config
+from .engine.rundir import RunDir
 from .errors import CheckpointError, ConfigError
 from .models import VARIANTS, Family, build_model, family_of
 from .models.interop import load_torchvision, read_state_dict
@@ -103,25 +103,12 @@ def checkpoint_of(run_dir: Path, which: str = "last") -> Path:
     """checkpoints/last.pt (default) or checkpoints/best.pt of a run directory; CheckpointError if absent."""
     if which not in CHECKPOINTS:
         raise CheckpointError(f"checkpoint {which!r} is not valid; choose one of {', '.join(CHECKPOINTS)}")
-    path = run_dir / "checkpoints" / f"{which}.pt"
+    path = RunDir(run_dir).checkpoint(which)
     if not path.is_file():
-        others = [c for c in CHECKPOINTS if c != which and (run_dir / "checkpoints" / f"{c}.pt").is_file()]
+        others = [c for c in CHECKPOINTS if c != which and RunDir(run_dir).checkpoint(c).is_file()]
         hint = f" (it has checkpoints/{others[0]}.pt: --checkpoint {others[0]})" if others else ""
         raise CheckpointError(f"{run_dir}: no checkpoints/{which}.pt in this run directory{hint}")
     return path
-
-
-def run_dir_of(weights: Path) -> Path | None:
-    """The run directory a weights file lies in (RUN/checkpoints/FILE with RUN/config.yaml), else None."""
-    run = weights.parent.parent
-    if weights.parent.name == "checkpoints" and (run / CONFIG).is_file():
-        return run
-    return None
-
-
-def run_config(run_dir: Path) -> DictConfig:
-    """A run directory's config.yaml as written (ConfigError if it is unreadable or not a run's)."""
-    return read_config(run_dir / CONFIG)
 
 
 def typed_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
@@ -143,16 +130,16 @@ def open_source(path: str | Path, checkpoint: str = "last") -> Source:
     path = Path(path)
     cfg = None
     if path.is_dir():
-        if not (path / CONFIG).is_file():
+        if not RunDir(path).is_run():
             raise ConfigError(f"{path}: not a run directory (no config.yaml); give a run directory or a weights file")
-        cfg = run_config(path)
+        cfg = RunDir(path).saved_config()
         weights = checkpoint_of(path, checkpoint)
         what = f"{path.name} ({weights.name})"
     elif path.is_file():
         weights, what = path, path.name
-        run = run_dir_of(path)
+        run = RunDir.of_weights(path)
         if run is not None:
-            cfg, what = run_config(run), f"{run.name} ({path.name})"
+            cfg, what = run.saved_config(), f"{run.path.name} ({path.name})"
     else:
         raise CheckpointError(f"{path}: no such weights file or run directory")
     state = safe_load(weights)

@@ -8,11 +8,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .engine.rundir import CONFIG, WHERE_AND_HOW, read_config
+from .engine.rundir import PARTS, WHERE_AND_HOW, RunDir
 from .errors import UserError
 
 MAX_DEPTH = 3  # how far below a given folder run directories are looked for
-SKIP_DIRS = {"tb", "checkpoints"}  # parts of a run directory, never run directories themselves
 #: Settings that do not change what a run learns (the resume check's list): left out of run labels and of
 #: Fig. 7 family keys.
 IGNORED_SETTINGS = frozenset(WHERE_AND_HOW)
@@ -63,13 +62,13 @@ def find_runs(paths: list[str], warn=None) -> list[Run]:
 
 
 def _walk(d: Path, depth: int) -> list[Path]:
-    if (d / CONFIG).is_file():
+    if RunDir(d).is_run():
         return [d]
     if depth >= MAX_DEPTH:
         return []
     try:
         subdirs = sorted(c for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")
-                         and c.name not in SKIP_DIRS)
+                         and c.name not in PARTS)
     except PermissionError:
         return []
     return [r for c in subdirs for r in _walk(c, depth + 1)]
@@ -108,9 +107,9 @@ def record_problem(rec) -> str | None:
 def load_run(d: Path, warn=None) -> Run:
     """A run directory's config and metrics records. A line cut by a kill (the last) is skipped quietly; a
     record the report cannot use is skipped and named to ``warn`` ("FILE:LINE: why")."""
-    cfg = read_config(d / CONFIG)
+    cfg = RunDir(d).saved_config()
     records = []
-    metrics = d / "metrics.jsonl"
+    metrics = RunDir(d).metrics
     if metrics.is_file():
         lines = metrics.read_text(errors="replace").splitlines()
         for number, line in enumerate(lines, 1):

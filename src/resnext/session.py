@@ -19,19 +19,7 @@ from .engine.logging import RunLog
 from .engine.loop import FitOptions, Parts, Trainer
 from .engine.mix import Mixer
 from .engine.precision import Precision, resolve
-from .engine.rundir import (
-    CONFIG,
-    INIT_ONLY,
-    RunLock,
-    check_resume,
-    read_holdout,
-    read_known_good,
-    refuse_links,
-    saved_config,
-    write_holdout,
-    write_known_good,
-    write_text_atomic,
-)
+from .engine.rundir import INIT_ONLY, RunDir, RunLock, check_resume, refuse_links, write_text_atomic
 from .errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -102,14 +90,14 @@ def flat_hparams(cfg: DictConfig) -> dict:
 
 def write_config(cfg: DictConfig, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+    write_text_atomic(RunDir(run_dir).config, OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def load_state(run_dir: Path, world: World) -> tuple[dict | None, Path | None]:
     """(the run directory's latest loadable checkpoint, None for a new run; an unloadable last.pt it fell
     back from, for rank 0 to move aside once the start goes on)."""
     warn = (lambda m: print(m, file=sys.stderr, flush=True)) if world.is_main else (lambda m: None)
-    return ckpt.load_latest(run_dir / "checkpoints", warn)
+    return ckpt.load_latest(RunDir(run_dir).checkpoints, warn)
 
 
 def set_aside(corrupt: Path | None, world: World) -> None:
@@ -134,14 +122,14 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
     precision: Precision = resolve(t.precision, t.channels_last, world.device, t.loss_scale, t.loss_scale_growth)
     torch.backends.cudnn.benchmark = bool(t.cudnn_benchmark)
     place = placement(cfg, world, precision, plan)
-    loaders = build_loaders(cfg.data, place, cfg.model.num_classes, holdout=read_holdout(run_dir),
-                            known_good=read_known_good(run_dir))
+    rd = RunDir(run_dir)
+    loaders = build_loaders(cfg.data, place, cfg.model.num_classes, holdout=rd.holdout(), known_good=rd.known_good())
     plan = plan.with_data(cfg, loaders.num_classes, loaders.class_names, len(loaders.train))
     rec = model_record(cfg, plan.classes)
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     model = make_model(rec, cfg.model.init_from, say).to(world.device, memory_format=precision.memory_format)
     if state is not None and not built_alike(state.get("model_config"), rec):
-        raise CheckpointError(f"{run_dir / 'checkpoints'}: checkpoint is for model {state.get('model_config')}, "
+        raise CheckpointError(f"{rd.checkpoints}: checkpoint is for model {state.get('model_config')}, "
                               f"this run builds {rec}; use another run directory (hydra.run.dir=...)")
     d = cfg.data
     synthetic = d.dataset == "synthetic" or d.backend == "synthetic"
@@ -326,7 +314,7 @@ def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock) -> int:
             if not finished(cfg, state, run_dir, world):
                 raise
             return EXIT_OK
-        saved = saved_config(run_dir)
+        saved = RunDir(run_dir).saved_config()
         state, corrupt = load_state(run_dir, world)
         # a resume is refused, or found finished, before any data is scanned or any model built
         classes = (state.get("model_config") or {}).get("num_classes") if state is not None else None
@@ -355,14 +343,13 @@ def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock) -> int:
     with contextlib.closing(log):
         if world.is_main:
             if diff and saved is not None:  # keep what the earlier steps were trained with
-                write_text_atomic(run_dir / f"config.step-{trainer.state.global_step}.yaml",
-                                  OmegaConf.to_yaml(saved))
+                write_text_atomic(RunDir(run_dir).config_at_step(trainer.state.global_step), OmegaConf.to_yaml(saved))
             if saved is None or diff:
                 write_config(cfg, run_dir)
             if parts.loaders.holdout is not None:
-                write_holdout(run_dir, parts.loaders.holdout)
+                RunDir(run_dir).write_holdout(parts.loaders.holdout)
             if parts.loaders.known_good is not None:
-                write_known_good(run_dir, parts.loaders.known_good)
+                RunDir(run_dir).write_known_good(parts.loaders.known_good)
             start_line(cfg, plan, trainer, world, run_dir, diff, saved)
         try:
             return trainer.run().exit_code

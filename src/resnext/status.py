@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from .engine.rundir import RunDir
 from .errors import (
     EXIT_NONFINITE,
     EXIT_OK,
@@ -33,7 +34,7 @@ NO_END = 1  # the last start wrote no end record
 def starts(run_dir: Path) -> int:
     """The start records in the run's metrics (a launcher compares the count before and after)."""
     count = 0
-    for line in (run_dir / "metrics.jsonl").read_text(errors="replace").splitlines():
+    for line in RunDir(run_dir).metrics.read_text(errors="replace").splitlines():
         try:
             count += json.loads(line).get("kind") == "start"
         except (ValueError, AttributeError):
@@ -43,7 +44,7 @@ def starts(run_dir: Path) -> int:
 
 def last_ending(run_dir: Path) -> tuple[int, str]:
     """(train.py's exit code for the last start, one line saying how it ended)."""
-    metrics = run_dir / "metrics.jsonl"
+    metrics = RunDir(run_dir).metrics
     if not metrics.is_file():
         raise UserError(f"{run_dir}: no metrics.jsonl; expected a run directory that has started")
     records = []

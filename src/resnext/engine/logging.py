@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from ..errors import printable
-from .rundir import METRICS, open_in_run_dir, private_umask, write_text_atomic
+from .rundir import RunDir, open_in_run_dir, private_umask, write_text_atomic
 
 PLAIN_EVERY_S = 30.0  # without a terminal: at most one plain progress line per this many seconds (at log steps)
 
@@ -91,12 +91,12 @@ class RunLog:
         if not enabled:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
-        truncate_metrics(run_dir / METRICS, resume_step)
-        fd = open_in_run_dir(run_dir / METRICS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666 & ~private_umask())
+        truncate_metrics(RunDir(run_dir).metrics, resume_step)
+        fd = open_in_run_dir(RunDir(run_dir).metrics, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666 & ~private_umask())
         self.file = os.fdopen(fd, "a", buffering=1)
         from torch.utils.tensorboard import SummaryWriter
 
-        self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step + 1 if resume_step else None)
+        self.tb = SummaryWriter(str(RunDir(run_dir).tb), purge_step=resume_step + 1 if resume_step else None)
 
     def print(self, msg: str) -> None:
         if not self.enabled:

@@ -26,6 +26,7 @@ from .logging import RunLog
 from .metrics import Meter
 from .mix import Mixer
 from .precision import Precision
+from .rundir import RunDir
 from .step import evaluate, train_step
 from .stop import StopFlag
 
@@ -115,7 +116,7 @@ class Trainer:
         self.model, self.raw, self.loaders, self.opt = p.model, p.raw, p.loaders, p.opt
         self.schedule, self.precision = p.schedule, p.precision
         self.world, self.log, self.o = world, log, opts
-        self.ckpt_dir = run_dir / "checkpoints"
+        self.ckpt_dir = RunDir(run_dir).checkpoints
         self.steps_per_epoch = p.schedule.steps_per_epoch
         self.scaler = p.precision.scaler()
         self.criterion = nn.CrossEntropyLoss(label_smoothing=opts.label_smoothing)

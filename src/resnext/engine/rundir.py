@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -19,33 +20,84 @@ CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"  # one JSON record per line (engine.logging writes it)
 PRESCAN = "prescan.json"  # data.prescan: the training files found good, {path: [size, mtime_ns]}
 HOLDOUT = "val_holdout.txt"  # data.val_fraction: the evaluation files held out of train/, one relative path a line
+CHECKPOINTS = "checkpoints"  # last.pt, last.prev.pt, best.pt (engine.checkpoint)
+TB = "tb"  # TensorBoard event files
+PARTS = (CHECKPOINTS, TB)  # folders inside a run directory, never run directories themselves
 
 
-def read_holdout(run_dir: Path) -> list[str] | None:
-    """The evaluation files the run held out of train/ (data.val_fraction), or None where it recorded none."""
-    path = run_dir / HOLDOUT
-    if not path.is_file():
-        return None
-    return [line for line in path.read_text().splitlines() if line]
+@dataclass(frozen=True)
+class RunDir:
+    """A run directory: the one place its files are named and its records read and written (session,
+    Trainer, logging, loading, evaluate, report and status go through it)."""
+
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def tb(self) -> Path:
+        return self.path / TB
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / LOCK
+
+    def checkpoint(self, name: str) -> Path:
+        """checkpoints/<name>.pt (last, last.prev, best)."""
+        return self.checkpoints / f"{name}.pt"
+
+    def config_at_step(self, step: int) -> Path:
+        """Where a resume that changed settings keeps the config it replaced."""
+        return self.path / f"config.step-{step}.yaml"
+
+    def is_run(self) -> bool:
+        """Whether it holds a run's config.yaml (a training wrote it)."""
+        return self.config.is_file()
+
+    @classmethod
+    def of_weights(cls, weights: Path) -> RunDir | None:
+        """The run directory a weights file lies in (RUN/checkpoints/FILE with RUN/config.yaml), else None."""
+        run = cls(weights.parent.parent)
+        return run if weights.parent.name == CHECKPOINTS and run.is_run() else None
+
+    def saved_config(self) -> DictConfig | None:
+        """Its config.yaml (read_config), or None for a new run directory."""
+        return read_config(self.config) if self.is_run() else None
+
+    def holdout(self) -> list[str] | None:
+        """The evaluation files the run held out of train/ (data.val_fraction), or None where it recorded none."""
+        path = self.path / HOLDOUT
+        if not path.is_file():
+            return None
+        return [line for line in path.read_text().splitlines() if line]
+
+    def write_holdout(self, files: list[str]) -> None:
+        """Record the held-out files once, so every later start (and evaluate) holds out the same ones."""
+        if not (self.path / HOLDOUT).exists():
+            write_text_atomic(self.path / HOLDOUT, "".join(f"{f}\n" for f in files))
+
+    def known_good(self) -> dict:
+        """The training files an earlier start of the run found good (data.prescan); {} if none or unreadable."""
+        try:
+            known = json.loads((self.path / PRESCAN).read_text())
+        except (OSError, ValueError):
+            return {}
+        return known if isinstance(known, dict) else {}
+
+    def write_known_good(self, known: dict) -> None:
+        write_text_atomic(self.path / PRESCAN, json.dumps(known))
 
 
-def read_known_good(run_dir: Path) -> dict:
-    """The training files an earlier start of the run found good (data.prescan); {} if none or unreadable."""
-    try:
-        known = json.loads((run_dir / PRESCAN).read_text())
-    except (OSError, ValueError):
-        return {}
-    return known if isinstance(known, dict) else {}
-
-
-def write_known_good(run_dir: Path, known: dict) -> None:
-    write_text_atomic(run_dir / PRESCAN, json.dumps(known))
-
-
-def write_holdout(run_dir: Path, files: list[str]) -> None:
-    """Record the held-out files once, so every later start (and evaluate) holds out the same ones."""
-    if not (run_dir / HOLDOUT).exists():
-        write_text_atomic(run_dir / HOLDOUT, "".join(f"{f}\n" for f in files))
 #: Keys that say where and how to run, not what is trained: a resume may change them (they are logged).
 WHERE_AND_HOW = (
     "name", "data.root", "data.workers", "data.backend", "data.eval_batch_size", "trainer.device",
@@ -113,7 +165,7 @@ class RunLock:
     """
 
     def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / LOCK
+        self.path = RunDir(run_dir).lock_file
         self.fd: int | None = None
         self.created = False  # this process created the lock file
         self.claimed = False  # this process wrote its name into it
@@ -181,12 +233,6 @@ def read_config(path: Path) -> DictConfig:
         raise ConfigError(f"{path}: not a run's config (expected a mapping with model: and data:, as train.py "
                           "writes it; move it away or use another run directory)")
     return cfg
-
-
-def saved_config(run_dir: Path) -> DictConfig | None:
-    """The run directory's config.yaml, or None for a new run directory."""
-    path = run_dir / CONFIG
-    return read_config(path) if path.is_file() else None
 
 
 def changes(saved: DictConfig, new: DictConfig) -> dict[str, tuple]:
