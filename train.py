@@ -18,7 +18,19 @@ EXIT_INTERRUPTED = 130  # resnext.errors.EXIT_INTERRUPTED, which may not be impo
 
 
 def start() -> None:
-    """Import, check the command line (before Hydra writes anything), then let Hydra compose and run."""
+    """One run: compose once, then the session validates and trains. A multirun or a Hydra flag (--help,
+    --cfg job, ...): check every point (before Hydra writes anything), then Hydra's own main."""
+    from resnext.compose import single_run
+
+    one = single_run(sys.argv[1:])
+    if one is not None:
+        from resnext.session import run
+
+        code = run(*one)
+        if code:
+            sys.exit(code)
+        return
+
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig

@@ -78,3 +78,39 @@ def test_composing_a_command_does_not_import_torchvision():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={"PYTHONPATH": str(PACKAGE.parent), "PATH": "/usr/bin:/bin"})
     assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr
+
+
+def test_one_run_is_composed_once_and_validated_once(tmp_path, monkeypatch, capsys):
+    """train.py on a single run: Hydra composes the command once (the config and its run directory
+    together) and the session validates it once, before anything is written (here it refuses: one line,
+    exit 2, no run directory)."""
+    import importlib.util
+    import sys
+
+    import hydra
+    import pytest
+
+    import resnext.session
+
+    calls = {"compose": 0, "validate": 0}
+    compose, validate = hydra.compose, resnext.session.validate
+
+    def counted_compose(*a, **kw):
+        calls["compose"] += 1
+        return compose(*a, **kw)
+
+    def counted_validate(*a, **kw):
+        calls["validate"] += 1
+        return validate(*a, **kw)
+
+    monkeypatch.setattr(hydra, "compose", counted_compose)
+    monkeypatch.setattr(resnext.session, "validate", counted_validate)
+    spec = importlib.util.spec_from_file_location("train_script", PACKAGE.parents[1] / "train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    run = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", ["train.py", "+recipe=resnext29_demo_digits", "data.pad=-1", f"hydra.run.dir={run}"])
+    with pytest.raises(SystemExit) as e:
+        script.start()
+    assert e.value.code == 2 and calls == {"compose": 1, "validate": 1}
+    assert capsys.readouterr().err == "error: data.pad=-1 must be >= 0 (0 = no padding)\n" and not run.exists()

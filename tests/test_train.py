@@ -89,7 +89,7 @@ def test_bad_input_one_line_exit_2_and_run_dir_untouched(finished_run, tmp_path)
         (["+recipe=resnext99_imagenet"], {}, "unknown recipe 'resnext99_imagenet'; available recipes:"),
         (["+recipe=resnext29_demo_digits", "model.cardnality=4"], {}, "unknown key model.cardnality"),
         (["+recipe=resnext29_demo_digits", "trainer.epochs=two"], {}, "trainer.epochs"),
-        (["+recipe=resnext29_demo_digits", "data.batch_size=64"], {"WORLD_SIZE": "3"}, "data.batch_size=64"),
+        (["+recipe=resnext29_demo_digits", "data.batch_size=64"], {"WORLD_SIZE": "3", "RANK": "0"}, "data.batch_size=64"),
         # another recipe on a trained run directory: refused for its settings before any data is read
         (["+recipe=resnext29_8x64d_cifar10", f"data.root={tmp_path / 'nowhere'}", "trainer.device=cpu"], {},
          "the checkpoint is for model model.cardinality=2, model.width=2, this run builds model.cardinality=8"),

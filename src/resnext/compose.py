@@ -127,21 +127,46 @@ def sweep_dirname(argv: list[str]) -> list[str]:
     return ["hydra.job.config.override_dirname.exclude_keys=[" + ",".join(f"'{k}'" for k in fixed) + "]"]
 
 
-def run_dir_of(overrides: list[str]) -> Path:
-    """The run directory a single (non-multirun) command trains in: Hydra's ``hydra.run.dir``, resolved."""
+def compose_run(overrides: list[str]) -> tuple[DictConfig, Path]:
+    """One composition of a single (non-multirun) command: its config (without Hydra's node, as Hydra's main
+    hands it over) and the run directory it trains in (``hydra.run.dir``, resolved, absolute)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
 
     register()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("config", overrides=overrides, return_hydra_config=True)
-            return Path(str(cfg.hydra.run.dir))
+            run_dir = Path(str(cfg.hydra.run.dir)).absolute()
+            with open_dict(cfg):
+                del cfg["hydra"]
+            return cfg, run_dir
     except Exception as e:
         raise ConfigError(explain(e, overrides)) from None
     finally:
         GlobalHydra.instance().clear()
+
+
+def run_dir_of(overrides: list[str]) -> Path:
+    """The run directory a single (non-multirun) command trains in: Hydra's ``hydra.run.dir``, resolved."""
+    return compose_run(overrides)[1]
+
+
+def single_run(argv: list[str]) -> tuple[DictConfig, Path] | None:
+    """train.py's start for one run: (config, run directory) from one composition, the directory checked (it
+    is, or can become, a writable folder); None where Hydra's own main must handle the command (a multirun,
+    a showing flag such as --help or --cfg, any other option). The config itself is validated by the
+    session, before anything is written; a mistake here ends the process in one line, exit 2."""
+    if any(a.startswith("-") for a in argv):
+        return None
+    try:
+        cfg, run_dir = compose_run(argv)
+        check_run_dir(run_dir)
+    except ConfigError as e:
+        fail(str(e))
+    return cfg, run_dir
 
 
 def check_run_dir(run_dir: Path) -> None:
@@ -200,12 +225,12 @@ def main(argv: list[str] | None = None) -> None:
     args, overrides = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if any(o.startswith("-") for o in overrides):
         parser.error(f"unknown option {next(o for o in overrides if o.startswith('-'))}")
-    precheck(overrides, args.world, args.cuda)
     try:
-        run_dir = run_dir_of(overrides)
+        cfg, run_dir = compose_run(overrides)  # once: the config and its run directory
+        validate(cfg, args.world, args.cuda)
+        check_run_dir(run_dir)
         saved = RunDir(run_dir).saved_config()
         if saved is not None:
-            cfg = compose_config(overrides)
             check_resume(saved, cfg, list(cfg.trainer.accept_changes))
     except UserError as e:
         fail(str(e))

@@ -14,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from .config import threads_for, validate
 from .data import Placement, build_loaders
 from .engine import checkpoint as ckpt
-from .engine.dist import World, all_reduce_max, init_world, shutdown
+from .engine.dist import World, all_reduce_max, env_world, init_world, shutdown
 from .engine.logging import RunLog
 from .engine.loop import FitOptions, Parts, Trainer
 from .engine.mix import Mixer
@@ -277,6 +277,13 @@ def _classes_pinned(saved: DictConfig, cfg: DictConfig, classes: int | None) -> 
 
 def run(cfg: DictConfig, run_dir: Path) -> int:
     """Validate, lock, check a resume's settings, build, train; returns the exit code."""
+    rank, _, world_size = env_world()
+    try:  # the config's one check, before any process group, thread setting or file
+        validate(cfg, world_size, torch.cuda.is_available())
+    except UserError as e:
+        if rank == 0:
+            print(f"error: {printable(str(e))}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
     world = init_world(cfg.trainer.device)
     torch.set_num_threads(threads_for(cfg))  # before any work: intra-op threads of this process
     lock = RunLock(run_dir)
@@ -303,7 +310,6 @@ def finished(cfg: DictConfig, state: dict | None, run_dir: Path, world: World) -
 
 def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock) -> int:
     try:
-        validate(cfg, world.world_size, torch.cuda.is_available())
         plan = RunPlan.of(cfg, world.world_size)  # every derived number of the run, from here on
         if world.is_main:
             refuse_links(run_dir)  # before the lock file is opened
