@@ -39,3 +39,22 @@ def test_the_data_completes_the_plan():
         RunPlan.of(pinned, 1).with_data(pinned, 10, None, 44)
     with pytest.raises(ConfigError, match=r"^the data set has 1 class\(es\); a classifier needs at least 2"):
         plan.with_data(cfg, 1, None, 44)
+
+
+@pytest.mark.parametrize("cuda, overrides, expect", [
+    (False, [], ("cpu", "fp32", False)),  # auto on a machine without a GPU
+    (True, [], ("cuda", "bf16", True)),  # auto on a GPU machine: bf16, channels_last
+    (True, ["trainer.device=cpu"], ("cpu", "fp32", False)),
+    (True, ["trainer.precision=fp16", "trainer.channels_last=false"], ("cuda", "fp16", False)),
+    (False, ["trainer.precision=bf16", "trainer.channels_last=true"], ("cpu", "bf16", True)),
+])
+def test_the_plan_resolves_device_precision_and_layout(cuda, overrides, expect, monkeypatch):
+    """trainer.device, precision and channels_last resolved once, in the plan (the session builds the
+    precision path and picks the device from it), and the compute threads: trainer.threads when set, else
+    OMP_NUM_THREADS."""
+    cfg = compose_config(["+recipe=resnext50_32x4d_imagenet", "data.root=/d", *overrides])  # (digits pins cpu)
+    plan = RunPlan.of(cfg, 1, cuda)
+    assert (plan.device, plan.precision, plan.channels_last) == expect
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert RunPlan.of(cfg, 1).threads == 3
+    assert RunPlan.of(compose_config(["+recipe=resnext29_demo_digits", "trainer.threads=5"]), 1).threads == 5

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         loaders = build_loaders(cfg.data, place, cfg.model.num_classes, holdout=holdout)
         spec = src.stored or OmegaConf.to_container(cfg.model, resolve=True)
         if not spec.get("num_classes"):  # 0 = "from the data": the plan resolves it
-            plan = RunPlan.of(cfg, world.world_size).with_data(cfg, loaders.num_classes, loaders.class_names,
+            plan = RunPlan.of(cfg, world.world_size, world.device.type == "cuda").with_data(cfg, loaders.num_classes, loaders.class_names,
                                                                len(loaders.train))
             spec = {**spec, "num_classes": plan.classes}
         model = instantiate(spec, src).to(world.device, memory_format=precision.memory_format)

@@ -11,14 +11,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from .config import threads_for, validate
+from .config import validate
 from .data import Placement, build_loaders
 from .engine import checkpoint as ckpt
 from .engine.dist import World, all_reduce_max, env_world, init_world, shutdown
 from .engine.logging import RunLog
 from .engine.loop import FitOptions, Parts, Trainer
 from .engine.mix import Mixer
-from .engine.precision import Precision, resolve
+from .engine.precision import Precision
 from .engine.rundir import INIT_ONLY, RunDir, RunLock, check_resume, refuse_links, write_text_atomic
 from .errors import (
     EXIT_INTERRUPTED,
@@ -119,7 +119,8 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
     written. Returns the plan completed by the data (classes, steps per epoch)."""
     t = cfg.trainer
     say = print if world.is_main else (lambda *_: None)
-    precision: Precision = resolve(t.precision, t.channels_last, world.device, t.loss_scale, t.loss_scale_growth)
+    precision = Precision(plan.precision, world.device.type, plan.channels_last, float(t.loss_scale),
+                          int(t.loss_scale_growth))
     torch.backends.cudnn.benchmark = bool(t.cudnn_benchmark)
     place = placement(cfg, world, precision, plan)
     rd = RunDir(run_dir)
@@ -170,7 +171,7 @@ def build(cfg: DictConfig, world: World, run_dir: Path) -> Trainer:
     this; train.py adds the lock, the resume checks and the start line around the same build_parts)."""
     validate(cfg, world.world_size, torch.cuda.is_available())
     state, corrupt = load_state(run_dir, world)
-    parts, opts, _ = build_parts(cfg, world, run_dir, state, RunPlan.of(cfg, world.world_size))
+    parts, opts, _ = build_parts(cfg, world, run_dir, state, RunPlan.of(cfg, world.world_size, world.device.type == "cuda"))
     set_aside(corrupt, world)
     log = RunLog(run_dir, enabled=world.is_main, progress=cfg.trainer.progress,
                  resume_step=state["progress"]["global_step"] if state else 0)
@@ -278,17 +279,19 @@ def _classes_pinned(saved: DictConfig, cfg: DictConfig, classes: int | None) -> 
 def run(cfg: DictConfig, run_dir: Path) -> int:
     """Validate, lock, check a resume's settings, build, train; returns the exit code."""
     rank, _, world_size = env_world()
+    cuda = torch.cuda.is_available()
     try:  # the config's one check, before any process group, thread setting or file
-        validate(cfg, world_size, torch.cuda.is_available())
+        validate(cfg, world_size, cuda)
+        plan = RunPlan.of(cfg, world_size, cuda)  # every derived number of the run, from here on
     except UserError as e:
         if rank == 0:
             print(f"error: {printable(str(e))}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
-    world = init_world(cfg.trainer.device)
-    torch.set_num_threads(threads_for(cfg))  # before any work: intra-op threads of this process
+    world = init_world(plan.device)
+    torch.set_num_threads(plan.threads)  # before any work: intra-op threads of this process
     lock = RunLock(run_dir)
     try:
-        return _run(cfg, run_dir, world, lock)
+        return _run(cfg, run_dir, world, lock, plan)
     except KeyboardInterrupt:  # Ctrl-C before the trainer's handler was installed
         if world.is_main:
             print("error: interrupted before training started; nothing was saved", file=sys.stderr, flush=True)
@@ -308,9 +311,8 @@ def finished(cfg: DictConfig, state: dict | None, run_dir: Path, world: World) -
     return True
 
 
-def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock) -> int:
+def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock, plan: RunPlan) -> int:
     try:
-        plan = RunPlan.of(cfg, world.world_size)  # every derived number of the run, from here on
         if world.is_main:
             refuse_links(run_dir)  # before the lock file is opened
         try:

@@ -38,8 +38,9 @@ def env_world() -> tuple[int, int, int]:
 def pick_device(choice: str, local_rank: int) -> torch.device:
     """Training device for a trainer.device setting (auto = cuda when available): GPU local_rank, or with more
     processes on the node than GPUs, GPU local_rank modulo their count (processes then share a GPU)."""
-    use_cuda = choice == "cuda" or (choice == "auto" and torch.cuda.is_available())
-    if use_cuda:
+    from ..plan import device_type
+
+    if device_type(choice, torch.cuda.is_available()) == "cuda":
         index = local_rank % max(1, torch.cuda.device_count())
         torch.cuda.set_device(index)
         return torch.device("cuda", index)

@@ -44,8 +44,8 @@ class Precision:
 
 def resolve(precision: str, channels_last: str, device: torch.device, loss_scale: float = 2.0**16,
             loss_scale_growth: int = 2000) -> Precision:
-    """Turn the trainer's auto settings into concrete ones: bf16 + channels_last on CUDA, fp32 on CPU."""
-    cuda = device.type == "cuda"
-    name = ("bf16" if cuda else "fp32") if precision == "auto" else precision
-    cl = cuda if str(channels_last) == "auto" else str(channels_last).lower() == "true"
+    """The trainer's settings on ``device`` (plan.precision_of: bf16 + channels_last on CUDA, fp32 on CPU)."""
+    from ..plan import precision_of
+
+    name, cl = precision_of(precision, channels_last, device.type)
     return Precision(name, device.type, cl, float(loss_scale), int(loss_scale_growth))
