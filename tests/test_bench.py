@@ -81,6 +81,7 @@ def test_bench_e2e_counts_the_images_it_trained(tmp_path):
     into the next epoch and every figure divides the images actually stepped on (counted by the trainer)
     by the time taken. It once counted batch x --steps whatever was trained, and overstated by 2.86x."""
     result, stdout = bench(tmp_path, "e2e", "+recipe=resnext29_demo_digits", "model.cardinality=2", "model.width=2",
+                           "model.depth=11", "data.image_size=8", "data.pad=1",  # 8 px, 3 blocks: 20 s, not 170
                            "data.batch_size=512", "--steps", "3", "--repeats", "2")
     rows = {r["input"]: r for r in result["rows"]}
     assert set(rows) == {"end-to-end", "synthetic"} and rows["synthetic"]["ratio"] == 1.0

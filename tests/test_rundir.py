@@ -355,7 +355,18 @@ def test_an_image_side_memory_cannot_hold_is_one_line(tmp_path):
     assert not d.exists()
 
 
-def test_unusable_run_directories_are_refused_before_hydra(tmp_path):
+def test_unusable_run_directories_are_refused_before_hydra(tmp_path, capsys):
+    """train.py's start (compose.single_run, in-process: the check needs no process of its own) refuses a run
+    directory it cannot write in one line, exit 2, before anything is written."""
+    from resnext.compose import single_run
+
+    def refused(run_dir) -> str:
+        with pytest.raises(SystemExit) as e:
+            single_run([*TINY, f"hydra.run.dir={run_dir}", *SHORT])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and len(err.strip().splitlines()) == 1, err
+        return err
+
     afile = tmp_path / "file"
     afile.write_text("x")
     for run_dir, expect in (
@@ -365,19 +376,15 @@ def test_unusable_run_directories_are_refused_before_hydra(tmp_path):
             (Path("/proc/forbidden"), "/proc/forbidden cannot be created in /proc (No such file or directory); "
                                       "give a folder you can write to"),
             (Path("/sys/kernel/forbidden"), "/sys/kernel/forbidden cannot be created in /sys/kernel")):
-        res = train(run_dir, *SHORT)
-        assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
-        assert res.stderr.startswith(f"error: hydra.run.dir={expect}"), res.stderr
+        assert refused(run_dir).startswith(f"error: hydra.run.dir={expect}")
     assert afile.read_text() == "x"
     ro = tmp_path / "ro"
     ro.mkdir()
     if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)]).returncode:
         pytest.skip("a read-only mount needs root")
     try:
-        res = train(ro, *SHORT)
-        assert res.returncode == 2 and "is not writable" in res.stderr and len(res.stderr.splitlines()) == 1
-        res = train(ro / "run", *SHORT)
-        assert res.returncode == 2 and f"cannot be created ({ro} is not writable)" in res.stderr
+        assert "is not writable" in refused(ro)
+        assert f"cannot be created ({ro} is not writable)" in refused(ro / "run")
     finally:
         subprocess.run(["umount", str(ro)])
     # a finished run on a read-only mount: "already finished", exit 0; asked for more, one line, exit 2

@@ -151,11 +151,11 @@ def test_two_processes_equal_one_with_accumulation_or_ghost_bn(tmp_path):
     assert ghost < 1e-4 * moved < plain, (ghost, moved, plain)
 
 
-def params_at_init(tmp_path) -> dict[str, torch.Tensor]:
+def params_at_init(tmp_path, *extra: str) -> dict[str, torch.Tensor]:
     from resnext.models import build_model
     from resnext.session import model_record
 
-    cfg = compose_config([*TINY, *SAME])
+    cfg = compose_config([*TINY, *SAME, *extra])
     torch.manual_seed(cfg.trainer.seed)
     return dict(build_model(model_record(cfg, 10)).state_dict())
 
@@ -310,7 +310,8 @@ def test_kept_last_batch_on_two_processes_equals_one(tmp_path):
     rounding only, which three steps amplify past any useful bound); dropping the partial step is the
     control that must differ. Mixup/CutMix and stochastic depth are on (a superset of the plain run: the
     partial step mixes within its groups of 12 and draws per position as the full ones do)."""
-    run = [*SAME, "data.batch_size=512", "model.bn_batch=16", "trainer.epochs=1", "data.mixup_alpha=0.2",
+    small = ["model.depth=11", "data.image_size=8", "data.pad=1"]  # 3 blocks on 8 px: the same batches, faster
+    run = [*SAME, *small, "data.batch_size=512", "model.bn_batch=16", "trainer.epochs=1", "data.mixup_alpha=0.2",
            "data.cutmix_alpha=1.0", "model.drop_path=0.2"]
     runs = {"two": (["data.keep_last_batch=true"], 2), "acc": (["data.keep_last_batch=true", "trainer.accumulate=2"], 1),
             "dropped": (["trainer.accumulate=2"], 1)}
@@ -323,7 +324,7 @@ def test_kept_last_batch_on_two_processes_equals_one(tmp_path):
     assert steps == {"two": [3], "acc": [3], "dropped": [2]}
     ref = got["two"]
     assert all(torch.equal(got["acc"][k], ref[k]) for k in ref)
-    start = {k: v for k, v in params_at_init(tmp_path).items() if k in ref}
+    start = {k: v for k, v in params_at_init(tmp_path, *small).items() if k in ref}
     moved = max((ref[k] - start[k]).abs().max().item() for k in ref)
     dropped = max((got["dropped"][k] - ref[k]).abs().max().item() for k in ref)
     assert dropped > 0.05 * moved, (dropped, moved)
@@ -386,12 +387,16 @@ def test_methods_beyond_the_paper_keep_the_world_size_invariance(tmp_path):
 
 @pytest.mark.slow
 def test_methods_beyond_the_paper_resume_exactly(tmp_path):
-    """All of them on: stopped after one epoch and resumed, the run ends bit for bit as the uninterrupted one."""
-    run = [*SAME, *ALL_ON, "trainer.max_steps_per_epoch=3"]
+    """All of them on: stopped after one epoch and resumed, the run ends bit for bit as the uninterrupted one,
+    its EMA (updated every 2 steps: steps 2, 4, 6) included; each evaluation reports the EMA's errors too."""
+    run = [*SAME, *ALL_ON, "trainer.ema_every=2", "trainer.max_steps_per_epoch=3"]
     assert train(tmp_path / "straight", *run, "trainer.epochs=2").returncode == 0
     assert train(tmp_path / "resumed", *run, "trainer.epochs=1").returncode == 0
     res = train(tmp_path / "resumed", *run, "trainer.epochs=2")
     assert res.returncode == 0, res.stderr[-2000:]
+    assert "EMA top-1 error" in res.stdout
+    assert all(r["val_ema_top1_err"] is not None for r in records(tmp_path / "resumed", "epoch"))
     a, b = (torch.load(tmp_path / n / "checkpoints" / "last.pt", weights_only=True) for n in ("straight", "resumed"))
+    assert a["ema"]["updates"] == b["ema"]["updates"] == 3
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert all(torch.equal(a["ema"]["module"][k], b["ema"]["module"][k]) for k in a["ema"]["module"])
