@@ -167,3 +167,29 @@ def test_extending_a_cosine_run_says_what_happens_to_the_lr(tmp_path):
     assert "changed since the last start: trainer.epochs: 2 -> 4" in res.stdout
     assert ("  lr at step 6: 0.05 (it was 0 under the saved settings; the cosine schedule is laid over 4 epochs, "
             "ending at 0.001704)") in res.stdout, res.stdout  # 0.05 (1 + cos(pi 11 / 12))
+
+
+def test_a_finished_or_refused_resume_builds_nothing(finished_run, monkeypatch, capsys):
+    """session.run on a finished run directory says so (exit 0) and on a refused resume (a changed lr, not
+    accepted) ends in one line (exit 2), both before any data is read or model built (build_parts is never
+    reached) and with the run directory untouched."""
+    from runs import TINY
+
+    import resnext.session as session
+    from resnext.compose import compose_config
+
+    def no_build(*a, **kw):
+        raise AssertionError("build_parts was called")
+
+    monkeypatch.setattr(session, "build_parts", no_build)
+    before, threads = snapshot(finished_run), torch.get_num_threads()
+    try:
+        done = compose_config([*TINY, "trainer.epochs=2", "trainer.max_steps_per_epoch=3"])
+        assert session.run(done, finished_run) == 0
+        assert "already finished (2 epochs)" in capsys.readouterr().out
+        changed = compose_config([*TINY, "trainer.epochs=3", "trainer.max_steps_per_epoch=3", "optim.lr=0.5"])
+        assert session.run(changed, finished_run) == 2
+        assert "optim.lr" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(threads)
+    assert snapshot(finished_run) == before
