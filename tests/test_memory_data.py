@@ -213,3 +213,21 @@ def test_augmentation_does_not_depend_on_the_world_size():
     for step, (x, y) in enumerate(whole):
         assert torch.equal(torch.cat([p[step][1] for p in parts]), y)
         assert torch.equal(torch.cat([p[step][0] for p in parts]), x)
+
+
+def test_digits_are_scikit_learns_read_without_importing_it():
+    """The digits a run trains on are scikit-learn's load_digits, value for value and in its order, read from
+    the file it ships without importing scikit-learn (0.65 s of every digits start)."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits as sk_digits
+
+    from resnext.data.cifar import digits_arrays
+
+    images, labels = digits_arrays()
+    ref = sk_digits()
+    assert images.shape == (1797, 8, 8) and (images == ref.images).all() and (labels == ref.target).all()
+    code = "import sys; from resnext.data.cifar import load_digits; load_digits(); print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
