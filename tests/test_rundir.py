@@ -287,8 +287,9 @@ def test_second_ctrl_c_aborts_at_once():
 
 @pytest.mark.parametrize("delay", [0.3, 1.5])
 def test_ctrl_c_while_starting_is_a_quiet_exit_130(tmp_path, delay):
-    """Ctrl-C during the imports or the command's check (before the trainer's handler is up): one line, exit
-    130, no KeyboardInterrupt traceback from inside an import, nothing written."""
+    """Ctrl-C during the imports, the command's check or the build (before the trainer's handler is up; which
+    one a delay hits depends on the machine): one line, exit 130, no KeyboardInterrupt traceback from inside
+    an import, nothing written."""
     d = tmp_path / "run"
     proc = subprocess.Popen([PY, str(ROOT / "train.py"), *TINY, f"hydra.run.dir={d}", *SHORT], env=env(), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -296,7 +297,8 @@ def test_ctrl_c_while_starting_is_a_quiet_exit_130(tmp_path, delay):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_INTERRUPTED, (proc.returncode, err)
-    assert err == "error: interrupted while starting; nothing was written\n" and out == ""
+    assert err in ("error: interrupted while starting; nothing was written\n",
+                   "error: interrupted before training started; nothing was saved\n"), err
     assert not d.exists()
 
 

@@ -114,7 +114,7 @@ def placement(cfg: DictConfig, world: World, precision: Precision, plan: RunPlan
 
 
 def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None,
-                plan: RunPlan) -> tuple[Parts, FitOptions, RunPlan]:
+                plan: RunPlan, reset_optimizer: bool = False) -> tuple[Parts, FitOptions, RunPlan]:
     """Each part built from its own config subtree and the run's plan; user mistakes raise before anything is
     written. Returns the plan completed by the data (classes, steps per epoch)."""
     t = cfg.trainer
@@ -161,7 +161,7 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
         clip_grad_norm=float(cfg.optim.get("clip_grad_norm", 0.0)), ema_decay=float(t.ema_decay),
         ema_every=int(t.ema_every), ema_warmup_steps=round(float(t.ema_warmup_epochs) * plan.steps_per_epoch),
         mixer=Mixer(float(cfg.data.mixup_alpha), float(cfg.data.cutmix_alpha), plan.classes, plan.bn_images, t.seed),
-        seed=int(t.seed))
+        seed=int(t.seed), reset_optimizer=reset_optimizer)
     return Parts(wrapped, model, loaders, optimizer, schedule, precision), opts, plan
 
 
@@ -173,6 +173,13 @@ def build(cfg: DictConfig, world: World, run_dir: Path) -> Trainer:
     state, corrupt = load_state(run_dir, world)
     parts, opts, _ = build_parts(cfg, world, run_dir, state, RunPlan.of(cfg, world.world_size, world.device.type == "cuda"))
     set_aside(corrupt, world)
+    return trainer_of(parts, opts, cfg, world, run_dir, state)
+
+
+def trainer_of(parts: Parts, opts: FitOptions, cfg: DictConfig, world: World, run_dir: Path,
+               state: dict | None) -> Trainer:
+    """The one way a Trainer is made (train.py's start and build alike): its log opened on rank 0 (appending
+    after the checkpoint's step on a resume), the checkpoint's state restored."""
     log = RunLog(run_dir, enabled=world.is_main, progress=cfg.trainer.progress,
                  resume_step=state["progress"]["global_step"] if state else 0)
     return Trainer(parts, world, run_dir, log, opts, resume=state)
@@ -215,7 +222,7 @@ def first_line(e: BaseException) -> str:
 
 
 def _remove_if_empty(run_dir: Path) -> None:
-    """A rejected command leaves no empty run directory behind (Hydra creates it before main)."""
+    """A rejected or interrupted start leaves no empty run directory behind (the lock creates it)."""
     with contextlib.suppress(OSError):
         run_dir.rmdir()  # only succeeds on an empty directory
 
@@ -295,6 +302,8 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
     except KeyboardInterrupt:  # Ctrl-C before the trainer's handler was installed
         if world.is_main:
             print("error: interrupted before training started; nothing was saved", file=sys.stderr, flush=True)
+            lock.release()
+            _remove_if_empty(run_dir)  # a new run directory interrupted this early: not left behind
         return EXIT_INTERRUPTED
     finally:
         lock.release()
@@ -332,7 +341,8 @@ def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock, plan: RunP
         if finished(cfg, state, run_dir, world):
             return EXIT_OK
         try:
-            parts, opts, plan = build_parts(cfg, world, run_dir, state, plan)  # the model's errors come first
+            parts, opts, plan = build_parts(cfg, world, run_dir, state, plan,  # the model's errors come first
+                                            reset_optimizer=any(k.startswith("optim.") for k in diff))
         except RuntimeError as e:
             raise out_of_memory(e, cfg, plan, world) or e from None
     except UserError as e:
@@ -344,10 +354,8 @@ def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock, plan: RunP
     if world.is_main:
         lock.claim()
     set_aside(corrupt, world)  # the start goes on: from here it may change the run directory
-    opts.reset_optimizer = any(k.startswith("optim.") for k in diff)
-    log = RunLog(run_dir, enabled=world.is_main, progress=cfg.trainer.progress,
-                 resume_step=state["progress"]["global_step"] if state else 0)
-    trainer = Trainer(parts, world, run_dir, log, opts, resume=state)
+    trainer = trainer_of(parts, opts, cfg, world, run_dir, state)
+    log = trainer.log
     with contextlib.closing(log):
         if world.is_main:
             if diff and saved is not None:  # keep what the earlier steps were trained with

@@ -54,7 +54,7 @@ class Outcome(enum.Enum):
 OPTIM_SETTINGS = ("base_lr", "momentum", "nesterov", "weight_decay", "dampening", "betas", "eps")
 
 
-@dataclass
+@dataclass(frozen=True)
 class FitOptions:
     epochs: int  # epochs to train
     eval_every: int = 1  # evaluate every N epochs and after the last
