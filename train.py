@@ -20,6 +20,10 @@ EXIT_INTERRUPTED = 130  # resnext.errors.EXIT_INTERRUPTED, which may not be impo
 def start() -> None:
     """One run: compose once, then the session validates and trains. A multirun or a Hydra flag (--help,
     --cfg job, ...): check every point (before Hydra writes anything), then Hydra's own main."""
+    # numpy before torch: torch's C start-up imports numpy itself and swallows a Ctrl-C that lands inside that
+    # import (numpy left half-built and the run going on, or failing later: seen at 0.3-0.45 s after start)
+    import numpy  # noqa: F401
+
     from resnext.compose import single_run
 
     one = single_run(sys.argv[1:])
