@@ -23,6 +23,7 @@ from .engine.rundir import INIT_ONLY, RunDir, RunLock, check_resume, refuse_link
 from .errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_REQUEUE,
     EXIT_USER_ERROR,
     CheckpointError,
     ConfigError,
@@ -368,7 +369,10 @@ def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock, plan: RunP
                 RunDir(run_dir).write_known_good(parts.loaders.known_good)
             start_line(cfg, plan, trainer, world, run_dir, diff, saved)
         try:
-            return trainer.run().exit_code
+            code = trainer.run().exit_code
+            if code in (EXIT_OK, EXIT_REQUEUE):  # ends every rank agreed on: leave the process group together
+                shutdown(sync=True)  # (a rank tearing down gloo under a peer's last collective aborts the peer)
+            return code
         except UserError as e:  # e.g. an unreadable file met mid-epoch
             log.error(f"error: {e}")
             return EXIT_USER_ERROR
