@@ -300,3 +300,17 @@ def test_gpu_auto_augment_and_random_erasing_as_the_torch_loader(photo_root, pol
     b = images(photo_root, "torch", True, **aug)
     assert torch.equal((a == 0).all(dim=1), (b == 0).all(dim=1))
     assert levels(a, b).mean(dim=(1, 2, 3)).max() < 4 and levels(a, b).mean() < 2
+
+
+def test_policies_in_every_layout_and_input_dtype(photo_root):
+    """The DALI policy graph in the layouts and input dtypes training asks for (channels_last HWC output, fp16
+    for fp16 training): the same images as NCHW float32, to fp16's rounding."""
+    aug = dict(auto_augment="randaugment", random_erase=0.5, image_size=32)
+    got = {}
+    for cl in (False, True):
+        for dtype in (torch.float32, torch.float16):
+            loaders = build_loaders(cfg(photo_root, "dali_cpu", **aug), place(seed=2, cl=cl, dtype=dtype))
+            got[cl, dtype] = torch.cat([x.float().contiguous() for x, _ in loaders.train])
+    ref = got[False, torch.float32]
+    assert torch.equal(got[True, torch.float32], ref)
+    assert all((got[cl, torch.float16] - ref).abs().max() < 4e-3 for cl in (False, True))

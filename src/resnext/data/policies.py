@@ -27,7 +27,7 @@ ERASE_SCALE, ERASE_RATIO = (0.02, 0.33), (0.3, 3.3)  # torchvision's RandomErasi
 @dataclass(frozen=True)
 class Policy:
     name: str  # data.auto_augment: none | ta_wide | randaugment
-    ops: int  # randaugment: ops per image (data.randaugment_ops); ta_wide: 1
+    ops: int  # ops per image: randaugment's data.randaugment_ops, ta_wide's 1, none's 0
     magnitude: int  # randaugment: the magnitude bin (data.randaugment_magnitude)
     erase: float  # data.random_erase: the probability of erasing a box after normalization
     size: int  # the training image's side (randaugment's translations scale with it)
@@ -106,7 +106,7 @@ def draw_columns(policy: Policy, draws: list[PolicyDraw]):
     import numpy as np
 
     cols = []
-    for k in range(policy.ops if policy.name != "none" else 0):
+    for k in range(policy.ops):
         for part in range(3):
             cols.append(np.array([d.ops[k][part] for d in draws], np.int32))
     if policy.erase > 0:
@@ -117,7 +117,7 @@ def draw_columns(policy: Policy, draws: list[PolicyDraw]):
 
 def columns(policy: Policy) -> int:
     """How many external-source columns ``draw_columns`` gives."""
-    return 3 * (policy.ops if policy.name != "none" else 0) + (2 if policy.erase > 0 else 0)
+    return 3 * policy.ops + (2 if policy.erase > 0 else 0)
 
 
 def dali_ops(policy: Policy) -> list:
