@@ -15,6 +15,7 @@ from .config import validate
 from .data import Placement, build_loaders
 from .engine import checkpoint as ckpt
 from .engine.dist import World, all_reduce_max, env_world, init_world, shutdown
+from .engine.hostmem import keep_freed_memory
 from .engine.logging import RunLog
 from .engine.loop import FitOptions, Parts, Trainer
 from .engine.mix import Mixer
@@ -166,13 +167,23 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
     return Parts(wrapped, model, loaders, optimizer, schedule, precision), opts, plan
 
 
+def host_settings(plan: RunPlan) -> None:
+    """This process's settings before any work: its intra-op threads, and on the CPU a malloc that keeps
+    freed tensor memory for the next step (engine/hostmem.py)."""
+    torch.set_num_threads(plan.threads)
+    if plan.device == "cpu":
+        keep_freed_memory()
+
+
 def build(cfg: DictConfig, world: World, run_dir: Path) -> Trainer:
     """The Trainer of a run directory (resumed from its checkpoint if it has one), its log open on rank 0:
     the config validated and every part built as a train.py start builds them (benchmarks and tests use
     this; train.py adds the lock, the resume checks and the start line around the same build_parts)."""
     validate(cfg, world.world_size, torch.cuda.is_available())
+    plan = RunPlan.of(cfg, world.world_size, world.device.type == "cuda")
+    host_settings(plan)
     state, corrupt = load_state(run_dir, world)
-    parts, opts, _ = build_parts(cfg, world, run_dir, state, RunPlan.of(cfg, world.world_size, world.device.type == "cuda"))
+    parts, opts, _ = build_parts(cfg, world, run_dir, state, plan)
     set_aside(corrupt, world)
     return trainer_of(parts, opts, cfg, world, run_dir, state)
 
@@ -296,7 +307,7 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
             print(f"error: {printable(str(e))}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
     world = init_world(plan.device)
-    torch.set_num_threads(plan.threads)  # before any work: intra-op threads of this process
+    host_settings(plan)
     lock = RunLock(run_dir)
     try:
         return _run(cfg, run_dir, world, lock, plan)
