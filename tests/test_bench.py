@@ -156,3 +156,25 @@ def test_bench_data_counts_the_images_it_loaded_and_times_the_policies(tmp_path,
     with pytest.raises(SystemExit) as e:
         main(["data", str(tmp_path / "fk"), "--with", "auto_augment=ta_wide", "--out", str(tmp_path / "x.json")])
     assert e.value.code == 2 and "give data.KEY=VALUE with a data key" in capsys.readouterr().err
+
+
+def test_the_parallel_source_experiment_counts_what_each_source_delivered(tmp_path):
+    """bench/dali_parallel_source.py (issue 19's measurement of DALI's worker-process external source): both
+    sources deliver the same epoch of whole batches, each rate divides those images by its time, and the
+    serial source's share of the training thread is part of that thread's time."""
+    import importlib.util
+
+    from resnext.data.tools import make_fake
+
+    spec = importlib.util.spec_from_file_location("dali_parallel_source", ROOT / "bench" / "dali_parallel_source.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    make_fake(tmp_path / "fk", 2, 19, 1, (64, 48))  # 38 images: 4 batches of 8, 6 left out
+    assert probe.main(["--root", str(tmp_path / "fk"), "--batch", "8", "--size", "32", "--threads", "1",
+                       "--workers", "1", "--rounds", "1", "--out", str(tmp_path / "r.json")]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    serial, parallel = result["rows"]["serial"][0], result["rows"]["parallel"][0]
+    assert serial["images"] == parallel["images"] == 32
+    assert 0 < serial["source_ms_per_batch"] <= serial["thread_ms_per_batch"]
+    assert result["summary"]["parallel_vs_serial_images_per_s"] == pytest.approx(
+        parallel["images_per_s"] / serial["images_per_s"])
