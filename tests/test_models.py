@@ -66,6 +66,19 @@ def test_cifar_16x64d_macs():
     assert abs(measure(lambda: build_model("resnext29_16x64d"), 32).gflops - 10.7) < 0.05
 
 
+def test_a_built_model_is_measured_on_fake_tensors_and_left_as_it_was():
+    """measure_model counts a real model (here in training mode, with ghost BN) without computing: the meta
+    build's counts, and its mode, weights and BN statistics untouched."""
+    from resnext.models.complexity import measure_model
+    from resnext.models.ghost_bn import convert_ghost_bn
+
+    torch.manual_seed(0)
+    model = convert_ghost_bn(build_model("resnext50_32x4d").train(), 32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert measure_model(model, 224) == measure(lambda: build_model("resnext50_32x4d"), 224)
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_macs_resnet50_and_resnext50():
     r50 = measure(lambda: build_model("resnet50"), 224)
     x50 = measure(lambda: build_model("resnext50_32x4d"), 224)

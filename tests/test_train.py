@@ -193,3 +193,39 @@ def test_a_finished_or_refused_resume_builds_nothing(finished_run, monkeypatch, 
     finally:
         torch.set_num_threads(threads)
     assert snapshot(finished_run) == before
+
+
+def test_a_start_builds_its_model_once(tmp_path, monkeypatch, capsys):
+    """A training start constructs the model once: the config's check builds it on the meta device (no
+    memory, before anything is written) and the session builds it for real; the start line's parameter and
+    FLOP counts come from that model (measured on fake tensors), equal to a separate meta build's."""
+    from omegaconf import OmegaConf
+    from runs import TINY
+
+    import resnext.config
+    import resnext.session as session
+    from resnext.compose import compose_config
+    from resnext.models import build_model
+    from resnext.models.complexity import measure
+
+    built = {"check": 0, "session": 0}
+
+    def counted(where):
+        def build(*a, **kw):
+            built[where] += 1
+            return build_model(*a, **kw)
+        return build
+
+    monkeypatch.setattr(resnext.config, "build_model", counted("check"))
+    monkeypatch.setattr(session, "build_model", counted("session"))
+    cfg = compose_config([*TINY, "trainer.epochs=1", "trainer.max_steps_per_epoch=1"])
+    threads = torch.get_num_threads()
+    try:
+        assert session.run(cfg, tmp_path / "run") == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert built == {"check": 1, "session": 1}
+    [start] = records(tmp_path / "run", "start")
+    cx = measure(lambda: build_model({**OmegaConf.to_container(cfg.model), "num_classes": 10}), cfg.data.image_size)
+    assert (start["params"], start["macs"]) == (cx.params, cx.macs) and cx.macs > 0
+    assert f"{cx.params / 1e6:.2f}M params, {cx.gflops:.2f} GFLOPs" in capsys.readouterr().out

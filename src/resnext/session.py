@@ -33,7 +33,7 @@ from .errors import (
 )
 from .footprint import check_sizes
 from .models import build_model
-from .models.complexity import measure
+from .models.complexity import measure_model
 from .models.ghost_bn import convert_ghost_bn
 from .optim import build_optimizer
 from .plan import RunPlan
@@ -243,7 +243,7 @@ def start_line(cfg: DictConfig, plan: RunPlan, trainer: Trainer, world: World, r
                saved: DictConfig | None = None) -> None:
     """The start record and console line (rank 0)."""
     s, p, log = trainer.state, trainer.precision, trainer.log
-    cx = measure(lambda: build_model(trainer.o.model_config), cfg.data.image_size)
+    cx = measure_model(trainer.raw, cfg.data.image_size)  # the model built, not a second one
     log.record("start", world_size=world.world_size, device=world.device.type, precision=p.name,
                channels_last=p.channels_last, params=cx.params, macs=cx.macs, epochs=cfg.trainer.epochs,
                start_step=s.global_step, changes={k: list(v) for k, v in diff.items()})

@@ -1,4 +1,5 @@
-"""Parameter count and multiply-adds of a model, measured on the meta device (instant at any size)."""
+"""Parameter count and multiply-adds of a model, measured on the meta device or on fake tensors (instant at any
+size)."""
 
 from __future__ import annotations
 
@@ -31,10 +32,28 @@ def measure(build: Callable[[], nn.Module], image_size: int) -> Complexity:
     with torch.device("meta"):
         model = build()
         x = torch.empty(1, 3, image_size, image_size)
+    return _count(model, x)
+
+
+def measure_model(model: nn.Module, image_size: int) -> Complexity:
+    """Params and multiply-adds for one image of a model already built (on any device), without building it
+    again or computing anything: the forward runs on fake tensors (shapes only); the model is left as it was."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    device = next(model.parameters()).device
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        return _count(model, torch.empty(1, 3, image_size, image_size, device=device))
+
+
+def _count(model: nn.Module, x: torch.Tensor) -> Complexity:
+    was = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(x)
+    try:
+        with counter, torch.no_grad():
+            model(x)
+    finally:
+        model.train(was)
     # FlopCounterMode counts 2 FLOPs per multiply-add for convolutions and matmuls.
     return Complexity(params=count_params(model), macs=counter.get_total_flops() // 2)
 
