@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from resnext.compose import compose_config, expand_sweeps, recipes
+from resnext.compose import compose_config, recipes
 from resnext.config import ConfigError, validate
 from resnext.info import describe
 from resnext.models import build_model
@@ -113,12 +113,6 @@ def test_the_classifier_bias_is_pytorchs_unless_zeroed():
     torch.manual_seed(0)
     assert build_model("resnext29_8x64d", num_classes=10, cardinality=2, width=4).fc.bias.abs().min() > 0
     assert not build_model("resnext29_8x64d", num_classes=10, cardinality=2, width=4, zero_fc_bias=True).fc.bias.any()
-
-
-def test_sweep_expansion():
-    combos = expand_sweeps(["+recipe=resnext29_cifar10_fig7", "model.cardinality=1,2,4", "hydra.run.dir=x"])
-    assert [c[1] for c in combos] == ["model.cardinality=1", "model.cardinality=2", "model.cardinality=4"]
-    assert all(len(c) == 2 for c in combos)
 
 
 @pytest.mark.parametrize("overrides,world,cuda,key", [

@@ -131,3 +131,47 @@ def test_one_run_is_composed_once_and_validated_once(tmp_path, monkeypatch, caps
         script.start()
     assert e.value.code == 2 and calls == {"compose": 1, "validate": 1}
     assert capsys.readouterr().err == "error: data.pad=-1 must be >= 0 (0 = no padding)\n" and not run.exists()
+
+
+def test_a_sweep_composes_each_point_once_and_checks_all_before_any_trains(tmp_path, monkeypatch, capsys):
+    """train.py -m: Hydra's main with the checked sweeper (src/hydra_plugins/resnext_sweeper): each point is
+    composed once (Hydra's own sweeper composed each twice, and train.py's check a third time) and the
+    launcher trains it from that config; a point that fails its check stops the sweep in one line, exit 2,
+    before any point trains or the multirun folder is made."""
+    import importlib.util
+    import sys
+
+    import pytest
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from runs import TINY, records
+
+    composed = []
+    load = ConfigLoaderImpl.load_sweep_config
+
+    def counted(self, master_config, sweep_overrides):
+        composed.append(tuple(o for o in sweep_overrides if o.startswith("model.cardinality")))
+        return load(self, master_config, sweep_overrides)
+
+    monkeypatch.setattr(ConfigLoaderImpl, "load_sweep_config", counted)
+
+    def train_py(*argv: str) -> None:  # as `python train.py ARGV`: Hydra finds conf/ beside the __main__ file
+        monkeypatch.setattr(sys, "argv", ["train.py", *argv])
+        spec = importlib.util.spec_from_file_location("__main__", PACKAGE.parents[1] / "train.py")
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+    fixed = [o for o in TINY if not o.startswith("model.cardinality=")] + [
+        "trainer.epochs=1", "trainer.max_steps_per_epoch=1", "trainer.threads=1"]
+    threads = __import__("torch").get_num_threads()
+    try:
+        train_py("-m", *fixed, f"hydra.sweep.dir={tmp_path / 'sweep'}", "model.cardinality=1,2")
+        assert composed == [("model.cardinality=1",), ("model.cardinality=2",)]
+        for c in (1, 2):
+            assert records(tmp_path / "sweep" / f"model.cardinality={c}", "end")[-1]["status"] == "finished"
+        capsys.readouterr()
+        composed.clear()
+        with pytest.raises(SystemExit) as e:
+            train_py("-m", *fixed, f"hydra.sweep.dir={tmp_path / 'bad'}", "model.cardinality=2,0")
+    finally:
+        __import__("torch").set_num_threads(threads)
+    assert e.value.code == 2 and not (tmp_path / "bad").exists() and len(composed) == 2
+    assert capsys.readouterr().err == "error: model.cardinality=0: model.cardinality must be an integer >= 1, got 0\n"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 from pathlib import Path
 
@@ -91,25 +90,6 @@ def compose_config(overrides: list[str]) -> DictConfig:
         GlobalHydra.instance().clear()
 
 
-def expand_sweeps(overrides: list[str]) -> list[list[str]]:
-    """Every combination of a multirun's comma/range sweeps, without Hydra's own ``hydra.*`` keys."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception as e:
-        raise ConfigError(" ".join(str(e).split())) from None
-    options = []
-    for o in parsed:
-        if o.is_hydra_override():
-            continue
-        if o.is_sweep_override():
-            options.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
-        else:
-            options.append([o.input_line])
-    return [list(c) for c in itertools.product(*options)]
-
-
 def sweep_dirname(argv: list[str]) -> list[str]:
     """For a multirun (``-m``): a Hydra override that names each run's directory by its swept keys only
     (multirun/<name>/model.cardinality=8): every key given one value is excluded from
@@ -187,24 +167,24 @@ SHOW_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", 
 
 
 def precheck(argv: list[str], world: int | None = None, cuda: bool | None = None) -> None:
-    """Compose and validate what the command line asks for (each sweep point) and check the run
-    directory; exit 2 on a mistake. Runs before Hydra starts, so a bad command writes nothing anywhere.
-    Skipped for Hydra's showing flags (``--cfg job``, ``--help``, ``--info``): they train nothing.
-    ``world`` and ``cuda`` default to this process's (WORLD_SIZE or SLURM_NTASKS; a visible GPU)."""
+    """Compose and validate what a single run's command line asks for and check its run directory; exit 2
+    on a mistake. For train.py's commands that Hydra's main runs without a sweep (an option Hydra reads, such
+    as --config-dir), before Hydra starts, so a bad command writes nothing anywhere. Skipped for Hydra's
+    showing flags (``--cfg job``, ``--help``, ``--info``: they train nothing) and for multiruns, whose
+    sweeper (resnext/sweep.py) checks every point itself. ``world`` and ``cuda`` default to this process's
+    (WORLD_SIZE or SLURM_NTASKS; a visible GPU)."""
     import torch
 
-    if any(a.split("=", 1)[0] in SHOW_FLAGS for a in argv):
+    if any(a.split("=", 1)[0] in SHOW_FLAGS or a in ("-m", "--multirun") for a in argv):
         return
     overrides = [a for a in argv if not a.startswith("-")]
     if world is None:
         world = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
     cuda = torch.cuda.is_available() if cuda is None else cuda
     try:
-        for combo in expand_sweeps(overrides):
-            cfg = compose_config(combo)
-            validate(cfg, world, cuda)
-        if not any(a in ("-m", "--multirun") for a in argv):
-            check_run_dir(run_dir_of(overrides))
+        cfg, run_dir = compose_run(overrides)
+        validate(cfg, world, cuda)
+        check_run_dir(run_dir)
     except ConfigError as e:
         fail(str(e))
 

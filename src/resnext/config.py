@@ -178,12 +178,16 @@ class Config:
 
 
 def register() -> None:
-    """Register the schema as ``base_config`` (conf/config.yaml lists it first in its defaults) and each
-    family's model node as ``schema/model/<family>`` (conf/model/<family>.yaml lists it in its defaults)."""
+    """Register the schema as ``base_config`` (conf/config.yaml lists it first in its defaults), each family's
+    model node as ``schema/model/<family>`` (conf/model/<family>.yaml lists it in its defaults) and the
+    sweeper of multiruns as ``hydra/sweeper/checked``."""
     store = ConfigStore.instance()
     store.store(name="base_config", node=Config)
     for name, family in FAMILIES.items():
         store.store(group="schema/model", name=name, node=family.config)
+    # train.py -m: each point composed once and checked before any runs (src/hydra_plugins/resnext_sweeper)
+    store.store(group="hydra/sweeper", name="checked", provider="resnext",
+                node={"_target_": "hydra_plugins.resnext_sweeper.CheckedSweeper", "max_batch_size": None})
 
 
 def schema_for(model: object) -> DictConfig:
