@@ -92,7 +92,7 @@ def parts(cfg, tmp_path_factory):
                         "trainer.precision=fp32", "trainer.channels_last=false"])
     world = World(0, 0, 1, torch.device("cpu"))
     torch.manual_seed(0)
-    return build_parts(c, world, tmp_path_factory.mktemp("run"), None, RunPlan.of(c, 1))[:2]
+    return build_parts(c, world, tmp_path_factory.mktemp("run"), None, RunPlan.of(c, 1))
 
 
 def test_every_setting_is_nvidias(cfg):
@@ -108,7 +108,7 @@ def test_every_setting_is_nvidias(cfg):
 
 
 def test_weight_decay_per_parameter_kind(parts, cfg):
-    (p, _opts), wd = parts, cfg.optim.weight_decay
+    (p, _opts, _plan), wd = parts, cfg.optim.weight_decay
     decay_of = {id(q): g["weight_decay"] for g in p.opt.param_groups for q in g["params"]}
     named = dict(p.raw.named_parameters())
     assert len(decay_of) == len(named)
@@ -206,8 +206,8 @@ def test_label_smoothing_is_nvidias(parts, tmp_path):
     from resnext.engine.logging import RunLog
     from resnext.engine.loop import Trainer
 
-    p, opts = parts
-    trainer = Trainer(p, World(0, 0, 1, torch.device("cpu")), tmp_path, RunLog(tmp_path, False, False), opts)
+    p, opts, plan = parts
+    trainer = Trainer(p, plan, World(0, 0, 1, torch.device("cpu")), tmp_path, RunLog(tmp_path, False, False), opts)
     assert trainer.criterion.label_smoothing == 0.1
     x, y = torch.randn(16, 1000, dtype=torch.float64), torch.randint(0, 1000, (16,))
     assert trainer.criterion(x, y).item() == pytest.approx(nvidia_label_smoothing(x, y, 0.1).item(), rel=1e-12)

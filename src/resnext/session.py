@@ -159,7 +159,7 @@ def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None
         epochs=t.epochs, eval_every=t.eval_every, log_every=t.log_every,
         checkpoint_every_minutes=t.checkpoint_every_minutes, label_smoothing=cfg.optim.label_smoothing,
         fail_on_nonfinite=t.fail_on_nonfinite, hparams=flat_hparams(cfg), model_config=rec,
-        described=describe(cfg, plan.class_names), micro_batches=plan.micro_batches, batch=plan.batch,
+        described=describe(cfg, plan.class_names),
         clip_grad_norm=float(cfg.optim.get("clip_grad_norm", 0.0)), ema_decay=float(t.ema_decay),
         ema_every=int(t.ema_every), ema_warmup_steps=round(float(t.ema_warmup_epochs) * plan.steps_per_epoch),
         mixer=Mixer(float(cfg.data.mixup_alpha), float(cfg.data.cutmix_alpha), plan.classes, plan.bn_images, t.seed),
@@ -183,18 +183,18 @@ def build(cfg: DictConfig, world: World, run_dir: Path) -> Trainer:
     plan = RunPlan.of(cfg, world.world_size, world.device.type == "cuda")
     host_settings(plan)
     state, corrupt = load_state(run_dir, world)
-    parts, opts, _ = build_parts(cfg, world, run_dir, state, plan)
+    parts, opts, plan = build_parts(cfg, world, run_dir, state, plan)  # the plan completed by the data
     set_aside(corrupt, world)
-    return trainer_of(parts, opts, cfg, world, run_dir, state)
+    return trainer_of(parts, opts, plan, cfg, world, run_dir, state)
 
 
-def trainer_of(parts: Parts, opts: FitOptions, cfg: DictConfig, world: World, run_dir: Path,
+def trainer_of(parts: Parts, opts: FitOptions, plan: RunPlan, cfg: DictConfig, world: World, run_dir: Path,
                state: dict | None) -> Trainer:
     """The one way a Trainer is made (train.py's start and build alike): its log opened on rank 0 (appending
     after the checkpoint's step on a resume), the checkpoint's state restored."""
     log = RunLog(run_dir, enabled=world.is_main, progress=cfg.trainer.progress,
                  resume_step=state["progress"]["global_step"] if state else 0)
-    return Trainer(parts, world, run_dir, log, opts, resume=state)
+    return Trainer(parts, plan, world, run_dir, log, opts, resume=state)
 
 
 def _lock(lock: RunLock, world: World) -> None:
@@ -366,7 +366,7 @@ def _run(cfg: DictConfig, run_dir: Path, world: World, lock: RunLock, plan: RunP
     if world.is_main:
         lock.claim()
     set_aside(corrupt, world)  # the start goes on: from here it may change the run directory
-    trainer = trainer_of(parts, opts, cfg, world, run_dir, state)
+    trainer = trainer_of(parts, opts, plan, cfg, world, run_dir, state)
     log = trainer.log
     with contextlib.closing(log):
         if world.is_main:

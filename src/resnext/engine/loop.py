@@ -17,6 +17,7 @@ from ..errors import EXIT_NONFINITE, EXIT_OK, EXIT_REQUEUE, EXIT_SAVE_FAILED, Sa
 from ..models.blocks import dropping_blocks
 from ..models.ghost_bn import groups_of_a_partial_batch
 from ..optim import prime_momentum
+from ..plan import RunPlan
 from ..schedule import Schedule
 from . import checkpoint as ckpt
 from .depth import DepthDraws
@@ -65,8 +66,6 @@ class FitOptions:
     hparams: dict = field(default_factory=dict)  # flattened run settings for TensorBoard HParams
     model_config: dict = field(default_factory=dict)  # architecture record kept in checkpoints
     described: dict = field(default_factory=dict)  # the input the model expects (recipe, data config, class names)
-    micro_batches: int = 1  # gradient accumulation: the per-process batch is split into this many
-    batch: int = 0  # images per step in each process (RunPlan.batch); a smaller one is an epoch's kept last batch
     clip_grad_norm: float = 0.0  # optim.clip_grad_norm: the gradient's global norm is clipped to this; 0 = off
     ema_decay: float = 0.0  # trainer.ema_decay: a moving average of the weights beside the model; 0 = none
     ema_every: int = 1  # optimizer steps between its updates
@@ -110,14 +109,15 @@ def _gather(obj, world: World) -> list:
 class Trainer:
     """Runs the epochs of one start of a run: train, evaluate, log, save, stop when told."""
 
-    def __init__(self, parts: Parts, world: World, run_dir: Path, log: RunLog, opts: FitOptions,
+    def __init__(self, parts: Parts, plan: RunPlan, world: World, run_dir: Path, log: RunLog, opts: FitOptions,
                  resume: dict | None = None) -> None:
         p = parts
         self.model, self.raw, self.loaders, self.opt = p.model, p.raw, p.loaders, p.opt
         self.schedule, self.precision = p.schedule, p.precision
+        self.plan = plan  # the batch split (micro-batches, per-process batch) and the steps of an epoch
         self.world, self.log, self.o = world, log, opts
         self.ckpt_dir = RunDir(run_dir).checkpoints
-        self.steps_per_epoch = p.schedule.steps_per_epoch
+        self.steps_per_epoch = plan.steps_per_epoch
         self.scaler = p.precision.scaler()
         self.criterion = nn.CrossEntropyLoss(label_smoothing=opts.label_smoothing)
         self.state = Progress()  # saved in checkpoints
@@ -238,16 +238,16 @@ class Trainer:
             target = y
             mixer = self.o.mixer
             if mixer is not None and mixer.on:  # the step's draw: a function of (seed, epoch, step)
-                group = max(1, mixer.group * y.shape[0] // (self.o.batch or y.shape[0]))  # (a kept last batch)
+                group = max(1, mixer.group * y.shape[0] // self.plan.batch)  # (a kept last batch: smaller)
                 x, target = mixer(x, y, mixer.draw(s.epoch, s.step_in_epoch, x.shape[-2], x.shape[-1]), group)
             drops = None
             if self.depth is not None:  # per image and block: a function of (seed, epoch, step, position)
                 w = self.world
                 draws = self.depth.rows(s.epoch, s.step_in_epoch, w.rank, w.world_size, y.shape[0])
                 drops = (self.drop_blocks, draws.to(x.device, non_blocking=True))
-            with groups_of_a_partial_batch(self.model, y.shape[0], self.o.batch or y.shape[0]):
+            with groups_of_a_partial_batch(self.model, y.shape[0], self.plan.batch):
                 loss, logits = train_step(self.model, x, target, self.opt, self.scaler, self.precision,
-                                          self.criterion, self.o.micro_batches, self.o.clip_grad_norm, drops)
+                                          self.criterion, self.plan.micro_batches, self.o.clip_grad_norm, drops)
             self.meter.update(loss, logits, y)
             images = y.shape[0] * self.world.world_size  # every rank steps on an equal share (ShardPlan)
             epoch_images += images
