@@ -16,7 +16,7 @@ from resnext.data import Placement, build_loaders
 def main(root: str) -> int:
     cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), {
         "root": root, "backend": "dali_gpu", "batch_size": 16, "image_size": 64, "workers": 2})
-    loaders = build_loaders(cfg, Placement(0, 1, torch.device("cuda", 0), torch.float32, True, 0))
+    loaders = build_loaders(cfg, Placement(0, 1, torch.device("cuda", 0), torch.float32, True, 0, 16, 16))
     for name, loader in (("train", loaders.train), ("val", loaders.val)):
         x, y = next(iter(loader))
         torch.cuda.synchronize()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from resnext.config import DataConfig
-from resnext.data import Placement
+from resnext.data import Placement, build_loaders
 from resnext.data.imagenet_folder import MEAN, STD
+from resnext.data.plan import per_process
 
 
 def cfg(root, backend: str, **kw):
@@ -24,7 +26,15 @@ def cfg(root, backend: str, **kw):
 
 
 def place(rank: int = 0, world: int = 1, seed: int = 0, cl: bool = False, dtype=torch.float32) -> Placement:
-    return Placement(rank, world, torch.device("cpu"), dtype, cl, seed)
+    """A CPU placement for cfg()'s batch of 4; loaders_for() fits it to another config's batches."""
+    return Placement(rank, world, torch.device("cpu"), dtype, cl, seed, 4 // world, 4 // world)
+
+
+def loaders_for(data, p: Placement, *args, **kw):
+    """build_loaders with ``p`` holding this rank's share of data.batch_size and data.eval_batch_size, split
+    by the rule the run plan uses (as a training run's placement holds them)."""
+    batch, eval_batch = per_process(data, p.world_size)
+    return build_loaders(data, replace(p, batch=batch, eval_batch=eval_batch), *args, **kw)
 
 
 def pixels(x: torch.Tensor) -> torch.Tensor:

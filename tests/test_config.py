@@ -300,8 +300,9 @@ def test_newcomers_mistakes_name_the_fix(overrides, message):
 def test_info_prints_each_data_sets_own_statistics(tmp_path):
     """`resnext.info` shows the normalisation a recipe trains with; CIFAR-100 loaders use CIFAR-100's own."""
     from cifar_helpers import write_cifar100
+    from imagenet_data_helpers import loaders_for
 
-    from resnext.data import Placement, build_loaders
+    from resnext.data import Placement
 
     _, lines = describe(compose_config(["+recipe=resnext29_16x64d_cifar100"]))
     assert "input    cifar100: mean 129.3, 124.1, 112.4, std 68.2, 65.4, 70.4 (RGB, 0-255 scale)" in lines
@@ -309,7 +310,7 @@ def test_info_prints_each_data_sets_own_statistics(tmp_path):
     assert "input    cifar10: mean 125.3, 123.0, 113.9, std 63.0, 62.1, 66.7 (RGB, 0-255 scale)" in lines
     root = write_cifar100(tmp_path)
     cfg = compose_config(["+recipe=resnext29_16x64d_cifar100", f"data.root={root}", "data.batch_size=4"])
-    val = build_loaders(cfg.data, Placement(0, 1, torch.device("cpu"), torch.float32, False, 0)).val
+    val = loaders_for(cfg.data, Placement(0, 1, torch.device("cpu"), torch.float32, False, 0, 0, 0)).val
     x, _ = next(iter(val))
     from resnext.data.cifar import load_cifar
 

@@ -138,7 +138,7 @@ def test_engine_evaluate_counts_each_image_once_from_ten_crop_loaders():
 
     cfg = compose_config(["data.dataset=synthetic", "data.synthetic_val=12", "data.synthetic_size=8",
                           "data.batch_size=4", "data.eval_crops=10"])
-    place = Placement(0, 1, torch.device("cpu"), torch.float32, False, 0)
+    place = Placement(0, 1, torch.device("cpu"), torch.float32, False, 0, 4, 4)  # data.batch_size=4 on 1 process
     val = build_loaders(cfg.data, place, 3).val
     assert val.crops == 10 and [tuple(x.shape) for x, _ in val][0] == (40, 3, 8, 8)
     seen = []
@@ -171,8 +171,8 @@ def test_in_memory_sets_crop_their_stored_images():
     from resnext.compose import compose_config
     from resnext.data import DataError, Placement, build_loaders
 
-    place = Placement(0, 1, torch.device("cpu"), torch.float32, False, 0)
     base = ["+recipe=resnext29_demo_digits", "data.eval_batch_size=64"]
+    place = Placement(0, 1, torch.device("cpu"), torch.float32, False, 0, 32, 64)  # the recipe's batch of 32
     one = build_loaders(compose_config(base).data, place).val
     ten = build_loaders(compose_config(base + ["data.eval_crops=10", "data.val_crop=12"]).data, place).val
     assert (one.crops, ten.crops) == (1, 10)

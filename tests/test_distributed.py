@@ -9,10 +9,11 @@ import subprocess
 import pytest
 import torch
 from cifar_helpers import write_cifar10
+from imagenet_data_helpers import loaders_for
 from runs import PY, ROOT, TORCHRUN, env, train, weights
 
 from resnext.compose import compose_config
-from resnext.data import Placement, build_loaders
+from resnext.data import Placement
 from resnext.models import build_model
 from resnext.optim import build_optimizer
 from resnext.schedule import Schedule
@@ -34,8 +35,8 @@ def test_two_process_ddp_equals_averaged_half_batch_gradients(tmp_path):
     cfg = compose_config(["+recipe=resnext29_demo_digits", "model.cardinality=2", "model.width=2",
                           "data.batch_size=32", "schedule=step", "schedule.milestones=[1]",
                           "schedule.warmup_epochs=0", *overrides])
-    places = [Placement(r, 2, torch.device("cpu"), torch.float32, False, cfg.trainer.seed) for r in (0, 1)]
-    loaders = [build_loaders(cfg.data, p).train for p in places]
+    places = [Placement(r, 2, torch.device("cpu"), torch.float32, False, cfg.trainer.seed, 0, 0) for r in (0, 1)]
+    loaders = [loaders_for(cfg.data, p).train for p in places]
     torch.manual_seed(cfg.trainer.seed)
     model = build_model(model_record(cfg, 10))
     opt = build_optimizer(cfg.optim, model, cfg.data.batch_size)

@@ -71,8 +71,9 @@ def test_ten_crops_exact_over_ranks_and_as_torchvision_ten_crop(run_dir):
     torchvision's ten_crop of each whole 16x16 digits image (crops of 12; in-memory sets crop their stored
     images), computed here from the single-crop loader's batches."""
     import torchvision.transforms.functional as F
+    from imagenet_data_helpers import loaders_for
 
-    from resnext.data import Placement, build_loaders
+    from resnext.data import Placement
     from resnext.engine.rundir import RunDir
     from resnext.loading import load_model, typed_config
 
@@ -82,7 +83,7 @@ def test_ten_crops_exact_over_ranks_and_as_torchvision_ten_crop(run_dir):
     assert got[0]["loss"] == pytest.approx(got[1]["loss"], rel=1e-6)  # fp32 sums split differently
     model = load_model(run_dir).model
     cfg = typed_config(RunDir(run_dir).saved_config(), [])
-    loaders = build_loaders(cfg.data, Placement(0, 1, torch.device("cpu"), torch.float32, False, 0), 10)
+    loaders = loaders_for(cfg.data, Placement(0, 1, torch.device("cpu"), torch.float32, False, 0, 0, 0), 10)
     loaders.val.set_epoch(0)
     hits1 = hits5 = n = 0
     nll = 0.0

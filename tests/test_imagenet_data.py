@@ -19,12 +19,13 @@ from imagenet_data_helpers import (
     huge_jpeg,
     ids,
     index_folder,
+    loaders_for,
     photo_folder,
     place,
 )
 from PIL import Image
 
-from resnext.data import DataError, Placement, build_loaders
+from resnext.data import DataError, Placement
 from resnext.data.imagenet_augment import AugConfig, crop_box, draw, image_size
 from resnext.data.imagenet_folder import scan_root
 
@@ -42,7 +43,7 @@ def photo_root(tmp_path_factory):
 
 
 def batches(root, backend, p: Placement, epoch=0, start=0, **kw) -> list[torch.Tensor]:
-    ld = build_loaders(cfg(root, backend, **kw), p).train
+    ld = loaders_for(cfg(root, backend, **kw), p).train
     ld.set_epoch(epoch, start)
     return [x for x, _ in ld]
 
@@ -132,7 +133,7 @@ def test_bad_sample_of_a_source_is_named_by_it(photo_root, backend):
 def test_train_epoch_visits_each_image_once_over_ranks(index_root, backend, world):
     seen = []
     for r in range(world):
-        ld = build_loaders(cfg(index_root, backend, batch_size=4), place(r, world)).train
+        ld = loaders_for(cfg(index_root, backend, batch_size=4), place(r, world)).train
         ld.set_epoch(1)
         got = [i for x, _ in ld for i in ids(x)]
         assert len(got) == ld.num_samples == len(ld) * (4 // world)
@@ -145,7 +146,7 @@ def test_train_epoch_visits_each_image_once_over_ranks(index_root, backend, worl
 def test_val_counts_each_image_exactly_once(index_root, backend, world):
     seen = []
     for r in range(world):
-        ld = build_loaders(cfg(index_root, backend, batch_size=6), place(r, world)).val
+        ld = loaders_for(cfg(index_root, backend, batch_size=6), place(r, world)).val
         for _ in range(2):  # a second pass (the DALI pipeline is reused) serves the same shard again
             got = [i for x, y in ld for i in ids(x)]
             assert len(got) == ld.num_samples and len(ld) == -(-ld.num_samples // (6 // world))
@@ -174,7 +175,7 @@ def test_resume_gives_bit_identical_augmented_batches(photo_root, backend):
     """Guarantee: a batch depends only on (seed, epoch, step), not on start_step, earlier epochs run by
     the same loader, or the number of workers; so a resumed run sees exactly the uninterrupted batches."""
     aug = dict(color_jitter=0.4, lighting=0.1)
-    ld = build_loaders(cfg(photo_root, backend, workers=1, **aug), place(seed=7)).train
+    ld = loaders_for(cfg(photo_root, backend, workers=1, **aug), place(seed=7)).train
     ld.set_epoch(0)
     list(ld)  # an earlier epoch on the same loader (DALI reuses its pipeline, torch its workers)
     ld.set_epoch(1)
@@ -200,7 +201,7 @@ def test_ranks_serve_the_single_process_batches(photo_root):
 @pytest.mark.parametrize("cl,dtype", [(False, torch.float32), (True, torch.float32), (True, torch.float16),
                                       (False, torch.bfloat16)])
 def test_layout_and_dtype(index_root, backend, cl, dtype):
-    loaders = build_loaders(cfg(index_root, backend, val_crop=24), place(cl=cl, dtype=dtype))
+    loaders = loaders_for(cfg(index_root, backend, val_crop=24), place(cl=cl, dtype=dtype))
     for ld, side in ((loaders.train, 32), (loaders.val, 24)):
         x, y = next(iter(ld))
         assert x.shape == (4, 3, side, side) and x.dtype == dtype and y.dtype == torch.int64
@@ -273,14 +274,14 @@ def test_unusable_roots_are_one_line(tmp_path, layout, expect):
         for i in range(n):
             Image.new("RGB", (8, 8)).save(tmp_path / folder / f"{i}.JPEG")
     with pytest.raises(DataError) as e:
-        build_loaders(cfg(tmp_path, "dali_cpu"), place())
+        loaders_for(cfg(tmp_path, "dali_cpu"), place())
     assert expect in str(e.value) and str(tmp_path) in str(e.value) and "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("backend,expect", [("dali_gpu", "needs a CUDA training device"), ("pil", "choose auto")])
 def test_unusable_backends_are_one_line(index_root, backend, expect):
     with pytest.raises(DataError, match=expect):
-        build_loaders(cfg(index_root, backend), place())
+        loaders_for(cfg(index_root, backend), place())
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -291,7 +292,7 @@ def test_bad_file_is_named_in_one_line(index_root, tmp_path, backend, damage, ex
     shutil.copytree(index_root, root)
     victim = sorted((root / "train" / "c1").iterdir())[2]
     victim.write_bytes(damage(victim.read_bytes()))
-    ld = build_loaders(cfg(root, backend, batch_size=28), place()).train
+    ld = loaders_for(cfg(root, backend, batch_size=28), place()).train
     # (no `as e`: an ExceptionInfo kept in this frame would free the DataLoader in a garbage cycle, where
     # its worker shutdown stalls 5 s; a training process keeps its loaders to the end)
     with pytest.raises(DataError, match=rf"^{re.escape(str(victim))}: {expect}[^\n]*$"):
@@ -303,8 +304,8 @@ def test_mixed_decoder_matches_cpu_mode(photo_root):
     aug = dict(color_jitter=0.4, lighting=0.1, batch_size=4)
     outs = {}
     for backend, dev in (("dali_gpu", torch.device("cuda", 0)), ("dali_cpu", torch.device("cpu"))):
-        p = Placement(0, 1, dev, torch.float16, True, 0)
-        loaders = build_loaders(cfg(photo_root, backend, **aug), p)
+        p = Placement(0, 1, dev, torch.float16, True, 0, 4, 4)
+        loaders = loaders_for(cfg(photo_root, backend, **aug), p)
         val, train = [x for x, _ in loaders.val], batches(photo_root, backend, p, **aug)
         for x in (val[0], train[0]):
             assert x.device.type == dev.type and x.dtype == torch.float16
@@ -332,12 +333,12 @@ def test_dali_pipelines_are_built_once_and_reset_each_epoch(index_root):
     leave them; the third resumed at step 3) and three evaluations build one pipeline each, and serve what a
     freshly built pipeline serves for that epoch (the batches still in flight from a left epoch dropped)."""
     def fresh(train, epoch=0, start=0):
-        ld = build_loaders(cfg(index_root, "dali_cpu", batch_size=4), place(seed=2))
+        ld = loaders_for(cfg(index_root, "dali_cpu", batch_size=4), place(seed=2))
         ld = ld.train if train else ld.val
         ld.set_epoch(epoch, start)
         return [i for x, _ in ld for i in ids(x)]
 
-    loaders = build_loaders(cfg(index_root, "dali_cpu", batch_size=4), place(seed=2))
+    loaders = loaders_for(cfg(index_root, "dali_cpu", batch_size=4), place(seed=2))
     train, val = loaders.train, loaders.val
     seen = []
     for epoch, start, take in ((0, 0, 2), (1, 0, None), (2, 3, None)):

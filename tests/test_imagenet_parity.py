@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from imagenet_data_helpers import cfg, lua_ten_crop, photo_folder, pixels, place, textured_folder
+from imagenet_data_helpers import cfg, loaders_for, lua_ten_crop, photo_folder, pixels, place, textured_folder
 from PIL import Image
 from torchvision.transforms import functional as F
 
 from resnext.compose import compose_config
 from resnext.config import validate
-from resnext.data import DataError, Placement, build_loaders
+from resnext.data import DataError, Placement
 from resnext.data.dali import center, resized
 from resnext.errors import ConfigError
 
@@ -53,7 +53,7 @@ def unsaturated_root(tmp_path_factory):
 
 
 def images(root, backend, train: bool, seed: int = 2, **kw) -> torch.Tensor:
-    loaders = build_loaders(cfg(root, backend, **kw), place(seed=seed))
+    loaders = loaders_for(cfg(root, backend, **kw), place(seed=seed))
     return torch.cat([x for x, _ in (loaders.train if train else loaders.val)])
 
 
@@ -114,9 +114,9 @@ def test_gpu_eval_resizes_as_torchvision(sizes_root, mode):
     """dali_gpu runs the same evaluation graph on GPU operators, fed the same sizes and crop positions;
     nvJPEG (chroma upsampled as libjpeg-turbo does) differs from PIL's decoding by about a level, a shifted
     resize or crop by tens of levels on these images. (Written without a GPU: the bound is not measured.)"""
-    p = Placement(0, 1, torch.device("cuda", 0), torch.float32, False, 0)
+    p = Placement(0, 1, torch.device("cuda", 0), torch.float32, False, 0, 4, 4)
     c = cfg(sizes_root, "dali_gpu", batch_size=4, val_resize=RESIZE, val_crop=CROP, interpolation=mode)
-    a = torch.cat([x.cpu() for x, _ in build_loaders(c, p).val])
+    a = torch.cat([x.cpu() for x, _ in loaders_for(c, p).val])
     b = images(sizes_root, "torch", False, batch_size=4, val_resize=RESIZE, val_crop=CROP, interpolation=mode)
     assert a.shape == b.shape and levels(a, b).mean() < 1
 
@@ -126,7 +126,7 @@ def test_gpu_eval_resizes_as_torchvision(sizes_root, mode):
 def test_eval_parity_small_images_and_layouts(photo_root, mode, cl):
     outs = {}
     for backend in BACKENDS:
-        ld = build_loaders(cfg(photo_root, backend, batch_size=4, val_resize=48, val_crop=40, interpolation=mode),
+        ld = loaders_for(cfg(photo_root, backend, batch_size=4, val_resize=48, val_crop=40, interpolation=mode),
                            place(cl=cl)).val
         outs[backend] = torch.cat([x for x, _ in ld])
     a, b = outs["dali_cpu"], outs["torch"]
@@ -166,7 +166,7 @@ def test_ten_crops_are_fb_resnet_torch_ten_crop_of_the_whole_resized_image(unsat
         for cl in (False, True):
             c = cfg(unsaturated_root, backend, batch_size=4, val_resize=RESIZE, val_crop=CROP, interpolation=mode,
                     eval_crops=10)
-            ld = build_loaders(c, place(cl=cl)).val
+            ld = loaders_for(c, place(cl=cl)).val
             batches = list(ld)
             x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
             assert ld.crops == 10 and x.shape == want.shape and len(y) == n
@@ -188,9 +188,9 @@ def test_ten_crops_are_fb_resnet_torch_ten_crop_of_the_whole_resized_image(unsat
 def test_gpu_ten_crops_as_fb_resnet_torch(sizes_root):
     """dali_gpu's ten-crop graph is the CPU one on GPU operators: within about a level of the oracle's
     (nvJPEG's decoding differs by about a level; a crop in the wrong place by tens). Written without a GPU."""
-    p = Placement(0, 1, torch.device("cuda", 0), torch.float32, False, 0)
+    p = Placement(0, 1, torch.device("cuda", 0), torch.float32, False, 0, 4, 4)
     c = cfg(sizes_root, "dali_gpu", batch_size=4, val_resize=RESIZE, val_crop=CROP, eval_crops=10)
-    a = torch.cat([x.cpu() for x, _ in build_loaders(c, p).val])
+    a = torch.cat([x.cpu() for x, _ in loaders_for(c, p).val])
     want = ten_crop_oracle(sizes_root, "bilinear")
     assert a.shape == want.shape and levels(a, want).mean() < 1
 
@@ -252,7 +252,7 @@ def test_the_filter_is_honoured(sizes_root, backend):
 def test_an_unknown_filter_is_one_line(photo_root):
     with pytest.raises(DataError, match=r"^data.interpolation='lanczos' is not a resize filter; choose bilinear "
                                         r"or bicubic$"):
-        build_loaders(cfg(photo_root, "torch", interpolation="lanczos"), place())
+        loaders_for(cfg(photo_root, "torch", interpolation="lanczos"), place())
     c = compose_config(["+recipe=resnext50_32x4d_imagenet", "data.root=/data", "data.interpolation=nearest"])
     with pytest.raises(ConfigError, match="data.interpolation='nearest' is not valid; choose one of bilinear, bicubic"):
         validate(c)
@@ -294,9 +294,9 @@ def test_gpu_auto_augment_and_random_erasing_as_the_torch_loader(photo_root, pol
     """dali_gpu runs the policies' ops on GPU operators (the op chosen per sample on the CPU side, as on
     dali_cpu): the same erased boxes and the same ops as the torch loader, image by image. (Written without
     a GPU: the bounds are dali_cpu's measured ones plus nvJPEG's level of decoding difference.)"""
-    p = Placement(0, 1, torch.device("cuda", 0), torch.float32, False, 2)
+    p = Placement(0, 1, torch.device("cuda", 0), torch.float32, False, 2, 4, 4)
     aug = dict(auto_augment=policy, random_erase=0.5, image_size=40)
-    a = torch.cat([x.cpu() for x, _ in build_loaders(cfg(photo_root, "dali_gpu", **aug), p).train])
+    a = torch.cat([x.cpu() for x, _ in loaders_for(cfg(photo_root, "dali_gpu", **aug), p).train])
     b = images(photo_root, "torch", True, **aug)
     assert torch.equal((a == 0).all(dim=1), (b == 0).all(dim=1))
     assert levels(a, b).mean(dim=(1, 2, 3)).max() < 4 and levels(a, b).mean() < 2
@@ -309,7 +309,7 @@ def test_policies_in_every_layout_and_input_dtype(photo_root):
     got = {}
     for cl in (False, True):
         for dtype in (torch.float32, torch.float16):
-            loaders = build_loaders(cfg(photo_root, "dali_cpu", **aug), place(seed=2, cl=cl, dtype=dtype))
+            loaders = loaders_for(cfg(photo_root, "dali_cpu", **aug), place(seed=2, cl=cl, dtype=dtype))
             got[cl, dtype] = torch.cat([x.float().contiguous() for x, _ in loaders.train])
     ref = got[False, torch.float32]
     assert torch.equal(got[True, torch.float32], ref)

@@ -8,10 +8,8 @@ import subprocess
 import time
 
 import pytest
-from imagenet_data_helpers import cfg, ids, index_folder, place
+from imagenet_data_helpers import cfg, ids, index_folder, loaders_for, place
 from runs import PY, ROOT, env
-
-from resnext.data import build_loaders
 
 
 def children() -> set[int]:
@@ -43,7 +41,7 @@ def root(tmp_path_factory):
 
 def started(root, seed=0):
     """A torch-backend training loader with 2 workers, and its iterator after both workers served a batch."""
-    ld = build_loaders(cfg(root, "torch", batch_size=2, workers=2), place(seed=seed)).train
+    ld = loaders_for(cfg(root, "torch", batch_size=2, workers=2), place(seed=seed)).train
     before = children()
     it = iter(ld)
     first = [ids(next(it)[0]) for _ in range(2)]  # batches go round-robin: one from each worker
@@ -54,7 +52,7 @@ def started(root, seed=0):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_workers_ignore_stop_signals_and_the_epoch_goes_on(root, sig):
-    want = [ids(x) for x, _ in build_loaders(cfg(root, "torch", batch_size=2, workers=0), place(seed=1)).train]
+    want = [ids(x) for x, _ in loaders_for(cfg(root, "torch", batch_size=2, workers=0), place(seed=1)).train]
     ld, it, got, workers = started(root, seed=1)
     for pid in workers:
         assert ignores(pid, signal.SIGTERM) and ignores(pid, signal.SIGINT)
@@ -87,11 +85,10 @@ def test_without_it_a_signalled_worker_breaks_the_epoch(root, monkeypatch):
 TRAINER = """
 import signal, sys, time
 sys.path.insert(0, "tests")
-from imagenet_data_helpers import cfg, place
-from resnext.data import build_loaders
+from imagenet_data_helpers import cfg, loaders_for, place
 signals = []
 signal.signal(signal.SIGTERM, lambda s, f: signals.append(s))
-loader = build_loaders(cfg(sys.argv[1], "torch", batch_size=2, workers=2), place()).train
+loader = loaders_for(cfg(sys.argv[1], "torch", batch_size=2, workers=2), place()).train
 steps = 0
 for x, _ in loader:
     steps += 1

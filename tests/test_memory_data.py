@@ -8,16 +8,18 @@ import numpy as np
 import pytest
 import torch
 from cifar_helpers import write_cifar10, write_cifar100
+from imagenet_data_helpers import loaders_for
 from omegaconf import OmegaConf
 
 from resnext.config import DataConfig
-from resnext.data import DataError, Placement, build_loaders
+from resnext.data import DataError, Placement
 from resnext.data.cifar import load_cifar, load_digits
 from resnext.data.memory import MemoryLoader
 
 
 def place(rank=0, world=1, seed=0, channels_last=False):
-    return Placement(rank, world, torch.device("cpu"), torch.float32, channels_last, seed)
+    """A CPU placement; the loaders here are given their batch, loaders_for() fits it to a config's."""
+    return Placement(rank, world, torch.device("cpu"), torch.float32, channels_last, seed, 4, 4)
 
 
 def data_cfg(**kw):
@@ -132,14 +134,14 @@ def test_crop_and_flip_are_the_paper_augmentation_and_resumable():
 
 
 def test_channels_last_and_dtype_delivery():
-    ld = ids_loader(8, 4, Placement(0, 1, torch.device("cpu"), torch.bfloat16, True, 0), pad=1, flip=True)
+    ld = ids_loader(8, 4, Placement(0, 1, torch.device("cpu"), torch.bfloat16, True, 0, 4, 4), pad=1, flip=True)
     x, y = next(iter(ld))
     assert x.dtype == torch.bfloat16 and x.is_contiguous(memory_format=torch.channels_last)
     assert y.dtype == torch.int64
 
 
 def test_build_loaders_digits_real_data():
-    ld = build_loaders(data_cfg(dataset="digits", batch_size=64, image_size=32, flip=False), place(0, 2))
+    ld = loaders_for(data_cfg(dataset="digits", batch_size=64, image_size=32, flip=False), place(0, 2))
     assert (ld.train_size, ld.val_size, ld.num_classes) == (1438, 359, 10)
     x, y = next(iter(ld.train))
     assert x.shape == (32, 3, 32, 32) and y.max() < 10
@@ -150,7 +152,7 @@ def test_build_loaders_digits_real_data():
 def test_batch_larger_than_set_is_a_data_error(tmp_path):
     write_cifar10(tmp_path, 20, 5)
     with pytest.raises(DataError, match="larger than the 20 training samples"):
-        build_loaders(data_cfg(dataset="cifar10", root=str(tmp_path), batch_size=64), place())
+        loaders_for(data_cfg(dataset="cifar10", root=str(tmp_path), batch_size=64), place())
 
 
 @pytest.mark.parametrize("content", ["constant", "random"])

@@ -210,3 +210,23 @@ def test_a_run_with_repeated_augmentation_serves_each_image_in_several_groups(tm
     ids, counts = first.unique(return_counts=True)
     assert len(ids) == 16 and bool((counts == 2).all())
     assert all(int((first == i).any(dim=1).sum()) == 2 for i in ids)
+
+
+@pytest.mark.parametrize("data", [["data=synthetic", "data.synthetic_train=24", "data.synthetic_val=12"],
+                                  ["+recipe=resnext29_demo_digits"],
+                                  ["data.backend=torch", "data.workers=0", "data.prescan=false", "data.image_size=16",
+                                   "data.val_resize=16", "data.val_crop=16"]])
+def test_every_data_builder_batches_as_the_placement_says(data, tmp_path):
+    """The loaders take this rank's batch sizes from the placement (the session fills it from RunPlan) and
+    compute no split of their own: given 3 training and 5 evaluation images per batch while the config says
+    8 and 0, each builder (synthetic, in-memory, JPEG folder) delivers 3 and 5."""
+    import torch
+
+    from resnext.compose import compose_config
+    from resnext.data import Placement, build_loaders
+    from resnext.data.tools import make_fake
+
+    make_fake(tmp_path, 2, 6, 3, (32, 24))
+    cfg = compose_config([*data, f"data.root={tmp_path}", "data.batch_size=8", "data.eval_batch_size=0"])
+    loaders = build_loaders(cfg.data, Placement(0, 1, torch.device("cpu"), torch.float32, False, 0, 3, 5), 2)
+    assert (next(iter(loaders.train))[1].numel(), next(iter(loaders.val))[1].numel()) == (3, 5)

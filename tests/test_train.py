@@ -134,8 +134,10 @@ def test_train_from_another_directory(tmp_path):
 def test_training_evaluates_with_ten_crops_when_asked(tmp_path):
     """data.eval_crops=10 in training: the start line says so, and each epoch's val numbers are the
     ten-crop softmax means of the saved model (recomputed here from the crops themselves)."""
+    from imagenet_data_helpers import loaders_for
+
     from resnext.crops import ten_crops
-    from resnext.data import Placement, build_loaders
+    from resnext.data import Placement
     from resnext.engine.rundir import RunDir
     from resnext.loading import load_model, typed_config
 
@@ -146,7 +148,7 @@ def test_training_evaluates_with_ten_crops_when_asked(tmp_path):
     [epoch] = records(d, "epoch")
     model = load_model(d).model
     cfg = typed_config(RunDir(d).saved_config(), ["data.eval_crops=1"])  # the whole 16x16 images, cropped here
-    val = build_loaders(cfg.data, Placement(0, 1, torch.device("cpu"), torch.float32, False, 0)).val
+    val = loaders_for(cfg.data, Placement(0, 1, torch.device("cpu"), torch.float32, False, 0, 0, 0)).val
     hits = n = 0
     with torch.no_grad():
         for x, y in val:

@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 from .compose import compose_config
 from .config import validate
 from .crops import CROPS
-from .data import Placement, build_loaders
+from .data import build_loaders
 from .engine.dist import init_world, shutdown
 from .engine.precision import resolve
 from .engine.rundir import RunDir
@@ -40,6 +40,7 @@ from .engine.step import evaluate
 from .errors import OneLineParser, UserError, fail
 from .loading import CHECKPOINTS, instantiate, open_source, typed_config
 from .plan import RunPlan
+from .session import placement
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -66,8 +67,8 @@ def main(argv: list[str] | None = None) -> None:
         weights = src.weights
         validate(cfg, world.world_size, torch.cuda.is_available())
         precision = resolve(cfg.trainer.precision, cfg.trainer.channels_last, world.device)
-        place = Placement(world.rank, world.world_size, world.device, precision.input_dtype,
-                          precision.channels_last, cfg.trainer.seed)
+        plan = RunPlan.of(cfg, world.world_size, world.device.type == "cuda")
+        place = placement(cfg, world, precision, plan)  # as training places its evaluation batches
         if args.crops != 1:  # the val loader delivers each image's crops; evaluate averages them
             cfg.data.eval_crops = args.crops
         run_dir = Path(args.weights)  # a run directory's held-out evaluation files (data.val_fraction), as recorded
@@ -75,8 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         loaders = build_loaders(cfg.data, place, cfg.model.num_classes, holdout=holdout)
         spec = src.stored or OmegaConf.to_container(cfg.model, resolve=True)
         if not spec.get("num_classes"):  # 0 = "from the data": the plan resolves it
-            plan = RunPlan.of(cfg, world.world_size, world.device.type == "cuda").with_data(cfg, loaders.num_classes, loaders.class_names,
-                                                               len(loaders.train))
+            plan = plan.with_data(cfg, loaders.num_classes, loaders.class_names, len(loaders.train))
             spec = {**spec, "num_classes": plan.classes}
         model = instantiate(spec, src).to(world.device, memory_format=precision.memory_format)
         res = evaluate(model, loaders.val, precision)

@@ -109,10 +109,11 @@ def set_aside(corrupt: Path | None, world: World) -> None:
 
 
 def placement(cfg: DictConfig, world: World, precision: Precision, plan: RunPlan) -> Placement:
-    """Where and how this rank's training batches arrive: device, input dtype and layout, and the order's
-    rules the plan fixed (kept last batch, repeated augmentation over the step's BN groups)."""
+    """Where and how this rank's batches arrive: its share of each batch, device, input dtype and layout, and
+    the order's rules the plan fixed (kept last batch, repeated augmentation over the step's BN groups)."""
     return Placement(world.rank, world.world_size, world.device, precision.input_dtype, precision.channels_last,
-                     int(cfg.trainer.seed), plan.last_batch_unit, int(cfg.data.repeated_aug), plan.repeat_groups)
+                     int(cfg.trainer.seed), plan.batch, plan.eval_batch, plan.last_batch_unit,
+                     int(cfg.data.repeated_aug), plan.repeat_groups)
 
 
 def build_parts(cfg: DictConfig, world: World, run_dir: Path, state: dict | None,

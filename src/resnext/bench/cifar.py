@@ -57,7 +57,7 @@ def run(args) -> dict:
     device = torch.device("cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     root = Path(args.root) if args.root else generate(Path(tempfile.mkdtemp(prefix="cifar-bench-")), args.images)
     x, y, _, _ = load_cifar(str(root), "cifar10")
-    place = Placement(0, 1, device, torch.float32, device.type == "cuda", 0)
+    place = Placement(0, 1, device, torch.float32, device.type == "cuda", 0, args.batch, args.batch)
     ours = MemoryLoader(x, y, args.batch, place, CIFAR_MEAN, CIFAR_STD, train=True, pad=4, flip=True)
     epoch = [0]
 

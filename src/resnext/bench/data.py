@@ -40,7 +40,7 @@ def run(args) -> dict:
     cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), {
         "root": args.root, "batch_size": args.batch, "image_size": args.size, "workers": args.workers,
         "color_jitter": 0.0, "lighting": 0.0})
-    place = Placement(0, 1, device, torch.float32, cuda, 0)
+    place = Placement(0, 1, device, torch.float32, cuda, 0, args.batch, args.batch)  # one process: the whole batch
     extra = with_overrides(args.extra)
     runs = {}
     for b in backends:

@@ -46,7 +46,8 @@ class Loaders:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where and how batches are delivered (from the trainer's device/precision settings)."""
+    """Where and how batches are delivered: this rank's share of each batch (from the run's plan), its device,
+    dtype and layout (from the trainer's precision settings), and the order's rules."""
 
     rank: int  # this process's rank
     world_size: int  # number of processes
@@ -54,6 +55,8 @@ class Placement:
     dtype: torch.dtype  # image dtype (float32, or float16/bfloat16 to halve transfer)
     channels_last: bool  # deliver NHWC memory format
     seed: int  # run seed: order and augmentation derive from it
+    batch: int  # training images per batch on this rank (RunPlan.batch: the global batch split over the ranks)
+    eval_batch: int  # evaluation images per batch on this rank (RunPlan.eval_batch)
     last_batch_unit: int = 0  # training: 0 drops an epoch's last partial global batch; n keeps it, rounded down
     # to a multiple of n images (the step's BN groups: RunPlan.last_batch_unit), each rank an equal share
     repeats: int = 1  # training: data.repeated_aug, each image of the order this many times

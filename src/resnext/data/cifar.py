@@ -11,7 +11,6 @@ from ..errors import DataError
 from .base import Loaders, Placement
 from .memory import MemoryLoader
 from .pickles import read_pickle
-from .plan import per_process
 
 # Per-channel RGB statistics of each training set, [0, 1] units: the official ResNeXt code's values
 # (datasets/cifar10.lua, datasets/cifar100.lua: means 125.3, 123.0, 113.9 and 129.3, 124.1, 112.4, stds 63.0,
@@ -134,7 +133,7 @@ def build_memory(cfg, place: Placement) -> Loaders:
         xtr, ytr, xte, yte = load_cifar(cfg.root, cfg.dataset)
         (mean, std), classes = STATS[cfg.dataset], 10 if cfg.dataset == "cifar10" else 100
         names = cifar_class_names(Path(str(cfg.root)).expanduser(), cfg.dataset)
-    batch, eval_batch = per_process(cfg, place.world_size)
+    batch, eval_batch = place.batch, place.eval_batch  # the plan's split of the global batches
     train = MemoryLoader(xtr, ytr, batch, place, mean, std, True, cfg.pad, cfg.flip)
     if len(train) == 0:
         raise DataError(f"data.batch_size={cfg.batch_size} is larger than the {len(ytr)} training samples")

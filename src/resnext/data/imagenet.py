@@ -7,7 +7,6 @@ import importlib.util
 from ..errors import DataError
 from .base import Loaders, Placement
 from .imagenet_augment import interpolation
-from .plan import per_process
 from .source import ImageSource
 
 BACKENDS = ("dali_gpu", "dali_cpu", "torch")
@@ -74,7 +73,7 @@ def build_imagenet(cfg, place: Placement, holdout: list[str] | None = None,
         checked = prescan(list(train.files), max(8, int(cfg.workers)), known_good or {}, say)
     backend = pick_backend(cfg.backend, place)
     w = place.world_size
-    batch, eval_batch = per_process(cfg, w)
+    batch, eval_batch = place.batch, place.eval_batch  # the plan's split of the global batches
     if batch < 1 or eval_batch < 1:
         raise DataError(f"data.batch_size={cfg.batch_size}, data.eval_batch_size={cfg.eval_batch_size}: "
                         f"each of the {w} ranks needs at least one image per batch")

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import torch
 
 from .base import Loaders, Placement
-from .plan import ShardPlan, per_process
+from .plan import ShardPlan
 
 DISTINCT_BATCHES = 4  # batches actually generated; the loader cycles through them
 
@@ -43,7 +43,7 @@ class SyntheticLoader:
 
 
 def build_synthetic(cfg, place: Placement, num_classes: int) -> Loaders:
-    batch, eval_batch = per_process(cfg, place.world_size)
+    batch, eval_batch = place.batch, place.eval_batch  # the plan's split of the global batches
     train = SyntheticLoader(cfg.synthetic_train, batch, cfg.synthetic_size, num_classes, place, True)
     val = SyntheticLoader(cfg.synthetic_val, eval_batch, cfg.synthetic_size, num_classes, place, False,
                           cfg.eval_crops)
