@@ -19,7 +19,7 @@ EXIT_INTERRUPTED = 130  # resnext.errors.EXIT_INTERRUPTED, which may not be impo
 
 def start() -> None:
     """One run: compose once, then the session validates and trains. A multirun: Hydra's main, whose sweeper
-    composes and checks every point once before any trains (resnext/sweep.py). A Hydra flag (--help,
+    composes and checks every point once before any trains (src/hydra_plugins/resnext_sweeper). A Hydra flag (--help,
     --cfg job, ...): Hydra's main (another option Hydra reads: the run checked first)."""
     # numpy before torch: torch's C start-up imports numpy itself and swallows a Ctrl-C that lands inside that
     # import (numpy left half-built and the run going on, or failing later: seen at 0.3-0.45 s after start)

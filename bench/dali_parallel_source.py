@@ -89,9 +89,9 @@ def one_epoch(images, cfg, order: list[int], parallel: bool, args) -> dict:
                 spent.append(time.thread_time() - t)
 
         pipe = pipeline_def(graph, **common)(source, False, args.size)
-    pipe.build()
     if parallel:
-        pipe.start_py_workers()
+        pipe.start_py_workers()  # forked before the pipeline is built, as DALI asks of py_start_method="fork"
+    pipe.build()
     cpu, wall, n = time.thread_time(), time.perf_counter(), 0  # the iterator prefetches: its start counts
     it = DALIGenericIterator(pipe, ["images", "labels"], size=-1, auto_reset=False)
     for out in it:

@@ -163,10 +163,13 @@ def test_a_sweep_composes_each_point_once_and_checks_all_before_any_trains(tmp_p
         "trainer.epochs=1", "trainer.max_steps_per_epoch=1", "trainer.threads=1"]
     threads = __import__("torch").get_num_threads()
     try:
-        train_py("-m", *fixed, f"hydra.sweep.dir={tmp_path / 'sweep'}", "model.cardinality=1,2")
+        # a sweep folder named by the time (microseconds): every point lands in the one the sweep started
+        train_py("-m", *fixed, f"hydra.sweep.dir={tmp_path}/sweep-${{now:%H%M%S%f}}", "model.cardinality=1,2")
         assert composed == [("model.cardinality=1",), ("model.cardinality=2",)]
+        [sweep] = tmp_path.glob("sweep-*")
+        assert (sweep / "multirun.yaml").is_file()
         for c in (1, 2):
-            assert records(tmp_path / "sweep" / f"model.cardinality={c}", "end")[-1]["status"] == "finished"
+            assert records(sweep / f"model.cardinality={c}", "end")[-1]["status"] == "finished"
         capsys.readouterr()
         composed.clear()
         with pytest.raises(SystemExit) as e:
@@ -174,4 +177,8 @@ def test_a_sweep_composes_each_point_once_and_checks_all_before_any_trains(tmp_p
     finally:
         __import__("torch").set_num_threads(threads)
     assert e.value.code == 2 and not (tmp_path / "bad").exists() and len(composed) == 2
+    assert capsys.readouterr().err == "error: model.cardinality=0: model.cardinality must be an integer >= 1, got 0\n"
+    with pytest.raises(SystemExit) as e:  # the sweep given as Hydra's sweeper parameters: the same check
+        train_py("-m", *fixed, f"hydra.sweep.dir={tmp_path / 'bad'}", "hydra.sweeper.params={model.cardinality:'2,0'}")
+    assert e.value.code == 2 and not (tmp_path / "bad").exists()
     assert capsys.readouterr().err == "error: model.cardinality=0: model.cardinality must be an integer >= 1, got 0\n"

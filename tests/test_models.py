@@ -74,9 +74,12 @@ def test_a_built_model_is_measured_on_fake_tensors_and_left_as_it_was():
 
     torch.manual_seed(0)
     model = convert_ghost_bn(build_model("resnext50_32x4d").train(), 32)
+    model.layer1.eval()  # a part in another mode than the whole (a frozen stage) stays so
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = [m.training for m in model.modules()]
     assert measure_model(model, 224) == measure(lambda: build_model("resnext50_32x4d"), 224)
-    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert [m.training for m in model.modules()] == modes and model.training and not model.layer1.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_macs_resnet50_and_resnext50():

@@ -171,7 +171,7 @@ def precheck(argv: list[str], world: int | None = None, cuda: bool | None = None
     on a mistake. For train.py's commands that Hydra's main runs without a sweep (an option Hydra reads, such
     as --config-dir), before Hydra starts, so a bad command writes nothing anywhere. Skipped for Hydra's
     showing flags (``--cfg job``, ``--help``, ``--info``: they train nothing) and for multiruns, whose
-    sweeper (resnext/sweep.py) checks every point itself. ``world`` and ``cuda`` default to this process's
+    sweeper (src/hydra_plugins/resnext_sweeper) checks every point itself. ``world`` and ``cuda`` default to this process's
     (WORLD_SIZE or SLURM_NTASKS; a visible GPU)."""
     import torch
 

@@ -187,7 +187,8 @@ def register() -> None:
         store.store(group="schema/model", name=name, node=family.config)
     # train.py -m: each point composed once and checked before any runs (src/hydra_plugins/resnext_sweeper)
     store.store(group="hydra/sweeper", name="checked", provider="resnext",
-                node={"_target_": "hydra_plugins.resnext_sweeper.CheckedSweeper", "max_batch_size": None})
+                node={"_target_": "hydra_plugins.resnext_sweeper.CheckedSweeper", "max_batch_size": None,
+                      "params": None})  # the keys of Hydra's basic sweeper (hydra.sweeper.params: the swept values)
 
 
 def schema_for(model: object) -> DictConfig:

@@ -5,7 +5,8 @@ point whose settings are wrong would fail only when its turn came, after the poi
 This sweeper composes each point once, checks it as a single run is checked (one line, exit 2, before
 anything is written: no multirun folder), and hands the configs it composed to Hydra's basic launcher, which
 runs the points in this process. Another launcher (submitit's: one Slurm job per point) composes each point
-again on its node, as it must; the check here still comes before anything is submitted.
+again on its node, as it must; the check here still comes before anything is submitted, at this process's
+world size and device (a job's own, on its nodes, is checked again when it starts there).
 conf/config.yaml selects it (``hydra/sweeper: checked``); ``resnext.config.register`` stores its node. Hydra
 instantiates plugins from the ``hydra_plugins`` namespace only, hence this package beside ``resnext``.
 """
@@ -14,12 +15,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from resnext.errors import ConfigError, fail
 
@@ -33,7 +33,12 @@ class _Composed:
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         cfg = self.configs.pop(tuple(sweep_overrides), None)
-        return cfg if cfg is not None else self.loader.load_sweep_config(master_config, sweep_overrides)
+        if cfg is None:
+            return self.loader.load_sweep_config(master_config, sweep_overrides)
+        # as Hydra's loader does: the master's resolved values (a ${now:...} in hydra.sweep.dir, resolved once
+        # when the sweep started) hold in every job
+        OmegaConf.copy_cache(from_config=master_config, to_config=cfg)
+        return cfg
 
     def __getattr__(self, name: str):
         return getattr(self.loader, name)
@@ -56,21 +61,21 @@ class CheckedSweeper(BasicSweeper):
     def validate_batch_is_legal(self, batch) -> None:
         """Nothing left to do: sweep() composed and checked every point before writing anything."""
 
-    def check(self, arguments: list[str], world: int | None = None, cuda: bool | None = None) -> None:
-        """Compose every point once and validate it at this job's world size and device (``world`` and ``cuda``
-        default to this process's: WORLD_SIZE or SLURM_NTASKS, a visible GPU); exit 2 in one line on the
-        first mistake."""
+    def check(self, arguments: list[str]) -> None:
+        """Compose every point once and validate it as this process would run it (its world size as the
+        session reads it, a visible GPU); exit 2 in one line on the first mistake. The configs are kept for
+        the basic launcher, which trains the points in this process (another composes them where it runs)."""
         import torch
 
         from resnext.compose import explain
         from resnext.config import validate
+        from resnext.engine.dist import env_world
 
         loader = self.hydra_context.config_loader
         parser = OverridesParser.create(config_loader=loader)
         overrides = parser.parse_overrides([*self._parse_config(), *arguments])
-        if world is None:
-            world = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
-        cuda = torch.cuda.is_available() if cuda is None else cuda
+        world, cuda = env_world()[2], torch.cuda.is_available()
+        keep = type(self.launcher) is BasicLauncher
         swept = {o.key_or_group for o in overrides if o.is_sweep_override()}
         for batch in self.split_arguments(overrides, None):
             for point in batch:
@@ -86,4 +91,5 @@ class CheckedSweeper(BasicSweeper):
                 except ConfigError as e:
                     where = " ".join(o for o in point if o.split("=", 1)[0].lstrip("+~") in swept)
                     fail(f"{where}: {e}" if where else str(e))
-                self.composed[tuple(point)] = cfg
+                if keep:
+                    self.composed[tuple(point)] = cfg

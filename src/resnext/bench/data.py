@@ -12,6 +12,7 @@ from ..config import DataConfig
 from ..data.base import Placement
 from ..data.imagenet import build_imagenet
 from ..data.imagenet_folder import MEAN, STD
+from ..data.plan import per_process
 from ..errors import ConfigError
 from .common import environment, interleaved, paired_ratio, table
 
@@ -40,12 +41,13 @@ def run(args) -> dict:
     cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), {
         "root": args.root, "batch_size": args.batch, "image_size": args.size, "workers": args.workers,
         "color_jitter": 0.0, "lighting": 0.0})
-    place = Placement(0, 1, device, torch.float32, cuda, 0, args.batch, args.batch)  # one process: the whole batch
     extra = with_overrides(args.extra)
     runs = {}
     for b in backends:
         for name, more in ((b, {}), (f"{b} + with", extra)) if extra else ((b, {}),):
-            loader = build_imagenet(OmegaConf.merge(cfg, {"backend": b}, more), place).train
+            c = OmegaConf.merge(cfg, {"backend": b}, more)
+            place = Placement(0, 1, device, torch.float32, cuda, 0, *per_process(c, 1))  # one process: whole batches
+            loader = build_imagenet(c, place).train
             epoch = [0]
 
             def one_epoch(loader=loader, epoch=epoch) -> int:

@@ -14,7 +14,6 @@ which a training process reaches every step anyway.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
@@ -24,15 +23,18 @@ _KEEP_BELOW = 2**31 - 1  # freed bytes at the heap's top kept before trimming (m
 
 @functools.cache
 def keep_freed_memory() -> bool:
-    """Tell this process's malloc to reuse freed blocks (see the module's text); True where it took (glibc),
-    False elsewhere (another C library, or an allocator preloaded in its place: then it is left alone)."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
+    """Tell this process's malloc to reuse freed blocks (see the module's text); True where it took (glibc's
+    malloc), False elsewhere: another C library, or an allocator preloaded in glibc's place (jemalloc,
+    tcmalloc), which is then left alone."""
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+        process = ctypes.CDLL(None)  # the symbols the process resolves: a preloaded allocator's first
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
         return False
+    if not hasattr(libc, "gnu_get_libc_version") or not hasattr(process, "mallopt"):
+        return False  # not glibc
+    if ctypes.cast(process.malloc, ctypes.c_void_p).value != ctypes.cast(libc.malloc, ctypes.c_void_p).value:
+        return False  # malloc is not glibc's: its mallopt would tune an allocator nobody uses
+    mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _KEEP_BELOW))

@@ -36,8 +36,9 @@ def measure(build: Callable[[], nn.Module], image_size: int) -> Complexity:
 
 
 def measure_model(model: nn.Module, image_size: int) -> Complexity:
-    """Params and multiply-adds for one image of a model already built (on any device), without building it
-    again or computing anything: the forward runs on fake tensors (shapes only); the model is left as it was."""
+    """Params and multiply-adds for one image of a model already built (the bare network, on any device; not a
+    DDP wrapper, whose forward would talk to its peers), without building it again or computing anything: the
+    forward runs on fake tensors (shapes only); the model is left as it was."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     device = next(model.parameters()).device
@@ -46,14 +47,15 @@ def measure_model(model: nn.Module, image_size: int) -> Complexity:
 
 
 def _count(model: nn.Module, x: torch.Tensor) -> Complexity:
-    was = model.training
+    modes = [(m, m.training) for m in model.modules()]  # each module's own mode, put back after
     model.eval()
     counter = FlopCounterMode(display=False)
     try:
         with counter, torch.no_grad():
             model(x)
     finally:
-        model.train(was)
+        for m, training in modes:
+            m.training = training
     # FlopCounterMode counts 2 FLOPs per multiply-add for convolutions and matmuls.
     return Complexity(params=count_params(model), macs=counter.get_total_flops() // 2)
 
