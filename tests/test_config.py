@@ -297,6 +297,18 @@ def test_newcomers_mistakes_name_the_fix(overrides, message):
     assert str(e.value) == message
 
 
+@pytest.mark.parametrize("overrides,classes", [(["+recipe=resnext29_16x64d_cifar100", "model.num_classes=0"], 100),
+                                               (["+recipe=resnext29_demo_digits", "model.num_classes=0"], 10),
+                                               (["model.num_classes=0"], 1000), (["model.num_classes=7"], 7)])
+def test_info_counts_the_classifier_a_config_implies(overrides, classes):
+    """model.num_classes=0 ("from the data") is read as the data set's known count before any data is open
+    (CIFAR-100 100, digits 10, a folder ImageNet's 1000), in resnext.info as in resnext.report."""
+    from resnext.info import describe
+
+    cx, lines = describe(compose_config(overrides))
+    assert f", {classes} classes, " in lines[0]
+
+
 def test_info_prints_each_data_sets_own_statistics(tmp_path):
     """`resnext.info` shows the normalisation a recipe trains with; CIFAR-100 loaders use CIFAR-100's own."""
     from cifar_helpers import write_cifar100

@@ -225,6 +225,13 @@ CHOICES = {
 DATASET_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10}
 
 
+def classes_before_data(model_classes: int, dataset: str) -> int:
+    """The classifier's outputs as far as a config tells before any data is read: model.num_classes, or where
+    it is 0 ("from the data") the data set's known count (CIFAR, digits), else ImageNet's 1000 (a folder's
+    count is known once scanned: RunPlan.with_data)."""
+    return int(model_classes or 0) or DATASET_CLASSES.get(str(dataset), 1000)
+
+
 def _get(cfg: DictConfig, dotted: str):
     node = cfg
     for part in dotted.split("."):

@@ -16,6 +16,7 @@ import tokenize
 from omegaconf import DictConfig, OmegaConf
 
 from .compose import compose_config
+from .config import classes_before_data
 from .data import normalization
 from .errors import ConfigError, reports_user_errors
 from .models import FAMILIES, build_model
@@ -26,7 +27,7 @@ from .models.complexity import Complexity, measure
 def describe(cfg: DictConfig) -> tuple[Complexity, list[str]]:
     """Complexity of the configured model and the lines comparing it with the recipe's paper block."""
     model_cfg = dict(cfg.model)
-    model_cfg["num_classes"] = model_cfg["num_classes"] or 1000
+    model_cfg["num_classes"] = classes_before_data(model_cfg["num_classes"], cfg.data.dataset)
     size = cfg.data.image_size
     try:
         cx = measure(lambda: build_model(model_cfg), size)

@@ -69,7 +69,7 @@ def _measure(model_json: str, image_size: int) -> tuple[float, float]:
 
 def complexity(run: Run) -> tuple[float | None, float | None]:
     """(params in M, GFLOPs) of the run's model config at its data.image_size; (None, None) if unbuildable."""
-    from .config import DATASET_CLASSES
+    from .config import classes_before_data
 
     model = OmegaConf.to_container(run.cfg.model, resolve=True)
     model.pop("init_from", None)
@@ -77,7 +77,7 @@ def complexity(run: Run) -> tuple[float | None, float | None]:
         measured = [r for r in run.of("start") if r.get("params") and r.get("macs")]
         if measured:  # the trainer measured the model it built, at the data's real class count
             return measured[-1]["params"] / 1e6, measured[-1]["macs"] / 1e9
-        model["num_classes"] = DATASET_CLASSES.get(str(run.get("data.dataset")), 1000)
+        model["num_classes"] = classes_before_data(0, run.get("data.dataset"))
     try:
         return _measure(json.dumps(model, sort_keys=True), int(run.get("data.image_size") or 224))
     except (ValueError, TypeError, KeyError, RuntimeError) as e:  # a config this version cannot build
