@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -172,14 +171,16 @@ def precheck(argv: list[str], world: int | None = None, cuda: bool | None = None
     as --config-dir), before Hydra starts, so a bad command writes nothing anywhere. Skipped for Hydra's
     showing flags (``--cfg job``, ``--help``, ``--info``: they train nothing) and for multiruns, whose
     sweeper (src/hydra_plugins/resnext_sweeper) checks every point itself. ``world`` and ``cuda`` default to this process's
-    (WORLD_SIZE or SLURM_NTASKS; a visible GPU)."""
+    (its world size as the session reads it, engine.dist.env_world; a visible GPU)."""
     import torch
 
     if any(a.split("=", 1)[0] in SHOW_FLAGS or a in ("-m", "--multirun") for a in argv):
         return
     overrides = [a for a in argv if not a.startswith("-")]
     if world is None:
-        world = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
+        from .engine.dist import env_world
+
+        world = env_world()[2]
     cuda = torch.cuda.is_available() if cuda is None else cuda
     try:
         cfg, run_dir = compose_run(overrides)
